@@ -1,0 +1,1 @@
+"""Data: the marketplace generator, the LETOR loader, validation, Feast features, training set."""

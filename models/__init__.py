@@ -1,0 +1,1 @@
+"""Models: baselines, the PyTorch ranker, metrics, evaluation, the promotion gate."""

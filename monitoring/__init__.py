@@ -1,0 +1,1 @@
+"""Monitoring: traffic simulation, drift reports, A/B readout."""

@@ -1,0 +1,1 @@
+"""Pipelines: the Dagster definitions that run the lifecycle."""

@@ -1,0 +1,1 @@
+"""Assets, checks, resources and jobs, one file each."""

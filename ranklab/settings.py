@@ -1,0 +1,143 @@
+"""The one typed settings object every stage reads.
+
+Values come from, in order of precedence: keyword arguments, environment variables
+prefixed ``RANKLAB_`` (nested with ``__``, e.g. ``RANKLAB_DATA__SCALE=0.1``), then the
+defaults below. Nothing here touches the disk or the network: building a ``Settings``
+has no side effects, and paths are only created by the code that writes to them.
+
+Two profiles:
+- ``local`` (default): everything embedded, under ``state_dir`` (SQLite, parquet, files).
+- ``services``: the same code against PostgreSQL (MLflow backend, Dagster storage) and
+  Redis (Feast online store) on loopback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(_Section):
+    """The generated marketplace. ``scale`` multiplies users, items and sessions."""
+
+    seed: int = Field(7, description="Seed for every random draw in the generator.")
+    scale: float = Field(1.0, gt=0, le=50, description="Size knob: 1.0 is the default data set.")
+    n_users: int = Field(2000, gt=0, description="Users at scale 1.0.")
+    n_items: int = Field(1000, gt=0, description="Items at scale 1.0.")
+    sessions_per_day: int = Field(100, gt=0, description="Search sessions per day at scale 1.0.")
+    n_days: int = Field(60, ge=14, description="Days of logged sessions.")
+    start_date: str = Field("2026-08-01", description="First day of the logged sessions (UTC).")
+    slate_min: int = Field(20, ge=2, description="Fewest items shown in one session.")
+    slate_max: int = Field(30, ge=2, description="Most items shown in one session.")
+
+
+class SplitSettings(_Section):
+    """Time-based split: the last days are held out, never shuffled across time."""
+
+    valid_days: int = Field(7, ge=1, description="Days before the test days used for early stopping.")
+    test_days: int = Field(7, ge=1, description="Final days held out for evaluation.")
+    warmup_days: int = Field(
+        7, ge=0, description="First days dropped from training: trailing features are still empty."
+    )
+
+
+class FeastSettings(_Section):
+    project: str = Field("ranklab", description="Feast project name.")
+    redis_connection: str = Field(
+        "127.0.0.1:6379", description="Redis online store (services profile only)."
+    )
+
+
+class MlflowSettings(_Section):
+    experiment: str = Field("ranklab", description="MLflow experiment for training runs.")
+    registered_model: str = Field("ranker", description="Registry name of the served model.")
+    postgres_uri: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/ranklab_mlflow",
+        description="MLflow backend store (services profile only).",
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable in ranklab. Frozen: derive a changed copy with ``model_copy``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RANKLAB_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    profile: Literal["local", "services"] = Field("local", description="Embedded or real services.")
+    state_dir: Path = Field(
+        REPO_ROOT / ".state", description="Root of all generated state; `make clean` deletes it."
+    )
+    seed: int = Field(7, description="Seed for training and bootstrap (data has its own).")
+    data: DataSettings = DataSettings()
+    split: SplitSettings = SplitSettings()
+    feast: FeastSettings = FeastSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+
+    # ---- derived locations (pure functions of state_dir; nothing is created here) ----
+    @property
+    def root(self) -> Path:
+        """``state_dir`` made absolute, so no path depends on the working directory."""
+        return Path(self.state_dir).expanduser().resolve()
+
+    @property
+    def raw_dir(self) -> Path:
+        """Raw events as generated or loaded: immutable once written."""
+        return self.root / "data" / "raw"
+
+    @property
+    def feature_dir(self) -> Path:
+        """Point-in-time feature tables (the Feast offline store's parquet files)."""
+        return self.root / "data" / "features"
+
+    @property
+    def training_dir(self) -> Path:
+        return self.root / "data" / "training"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.profile == "services":
+            return self.mlflow.postgres_uri
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Human-readable outputs: evaluation tables, plots, model cards, gate reports."""
+        return self.root / "reports"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with keyword overrides (used by tests and the CLI)."""
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Serving: the BentoML service, fallback chain, prediction log."""

@@ -1,0 +1,22 @@
+"""Fixtures every test tier shares: settings pointed at a fresh temporary state folder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests run on 2 shared cores: one thread per library keeps them from fighting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+from ranklab.settings import DataSettings, Settings  # noqa: E402
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Settings with all state under tmp_path and a tiny data set (a few hundred sessions)."""
+    return Settings(
+        state_dir=tmp_path / "state",
+        data=DataSettings(scale=0.1, n_days=28, n_users=2000, n_items=1000),
+    )
