@@ -10,6 +10,11 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export PYTHONUNBUFFERED := 1
+# Offline machines: no usage telemetry from the libraries.
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+export FEAST_USAGE := False
+export DO_NOT_TRACK := 1
 # Dagster keeps its run history under the state folder, never in ~/.dagster.
 export DAGSTER_HOME ?= $(CURDIR)/.state/dagster
 

@@ -9,6 +9,14 @@ import pytest
 # Tests run on 2 shared cores: one thread per library keeps them from fighting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# Offline machines: no usage telemetry from the libraries.
+for _var, _value in {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "FEAST_USAGE": "False",
+    "DO_NOT_TRACK": "1",
+}.items():
+    os.environ.setdefault(_var, _value)
 
 from ranklab.settings import DataSettings, Settings  # noqa: E402
 

@@ -1,0 +1,151 @@
+"""The registered model: any fitted ``Ranker`` wrapped as an MLflow pyfunc.
+
+Why a pyfunc and not ``mlflow.pytorch.log_model``: in MLflow 3 the latter stores a
+``torch.export`` program that takes tensors. The pyfunc keeps the contract serving needs:
+a DataFrame of feature columns in, one score per row out, with the preprocessing (held
+inside the ranker) travelling with the weights. The same wrapper serves the baselines, so
+every model in the registry is loaded and called the same way.
+
+Input: one row per (session, candidate item): ``session_id`` plus the ranker's feature
+columns. The session key is part of the contract because listwise rankers score an item
+relative to the other items of its session (serving passes one request as one session).
+
+The fitted ranker is stored as a pickle artifact beside the MLmodel file and unpickled in
+``load_context``. Pickle refers to classes by import path, so the process that loads the
+model must be able to import the installed ranklab packages (``models``, ``features``,
+``ranklab``): the same virtual environment as training. Serving, the gate and the
+notebooks all run in that venv; MLflow's captured pip requirements are a record, not what
+makes loading work.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
+
+from models.base import Ranker, require_features
+from ranklab.schema import SESSION_ID
+
+RANKER_ARTIFACT = "ranker"  # key of the pickled ranker in the pyfunc's artifacts
+MODEL_NAME = "model"  # the logged model's name inside its run
+
+# Recorded in the MLmodel so a reader sees what the model was built with. Listing them
+# also spares MLflow from inferring requirements, which loads the model in a subprocess.
+_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "torch")
+
+
+class RankerModel(mlflow.pyfunc.PythonModel):
+    """Scores a feature frame with the fitted ranker stored in the ``ranker`` artifact."""
+
+    def __init__(self, feature_columns: list[str]) -> None:
+        # Only the column list is pickled with this wrapper; the ranker itself is an artifact.
+        self.input_columns = input_columns(feature_columns)
+        self.ranker_: Ranker | None = None
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        with open(context.artifacts[RANKER_ARTIFACT], "rb") as file:
+            self.ranker_ = pickle.load(file)
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, object] | None = None,
+    ) -> np.ndarray:
+        """One score per row of ``model_input`` (higher means shown earlier).
+
+        The ``pd.DataFrame`` hint tells MLflow not to derive a schema from the type: the
+        signature logged with the model (the feature columns) is what it enforces.
+        """
+        if not isinstance(model_input, pd.DataFrame):
+            raise TypeError(
+                f"ranker pyfunc: expected a pandas DataFrame, got {type(model_input).__name__}"
+            )
+        require_features(model_input, self.input_columns, who="ranker pyfunc")
+        if self.ranker_ is None:
+            raise RuntimeError("ranker pyfunc: load it with mlflow.pyfunc.load_model first")
+        return np.asarray(self.ranker_.predict(model_input[self.input_columns]), dtype=float)
+
+
+def input_columns(feature_columns: list[str]) -> list[str]:
+    """The pyfunc's input columns: the session key, then the features in training order."""
+    return [SESSION_ID, *[c for c in feature_columns if c != SESSION_ID]]
+
+
+def as_model_input(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of ``frame`` as the model takes them: the session key as it is, every
+    feature as float64.
+
+    Floats because a feature missing at serving time (an item the online store has not seen)
+    arrives as NaN, which an integer column cannot hold, and MLflow refuses to convert int64
+    to float64 on its own. The rankers compute in floats anyway.
+    """
+    features = [c for c in columns if c != SESSION_ID]
+    return frame[columns].astype({c: "float64" for c in features}).reset_index(drop=True)
+
+
+def log_ranker(
+    ranker: Ranker, example_frame: pd.DataFrame, registered_model_name: str | None = None
+) -> ModelInfo:
+    """Log ``ranker`` as a pyfunc in the active run and register it under a model name.
+
+    ``example_frame`` (a few rows of the training frame) gives the signature and the input
+    example; the signature's inputs are ``session_id`` and the ranker's feature columns.
+    """
+    columns = input_columns(ranker.feature_columns)
+    require_features(example_frame, columns, who=f"log_ranker({ranker.name})")
+    example = as_model_input(example_frame, columns)
+    with tempfile.TemporaryDirectory(prefix="ranklab-pyfunc-") as tmp:
+        pickled = _pickle_ranker(ranker, Path(tmp) / "ranker.pkl")
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=RankerModel(ranker.feature_columns),
+            artifacts={RANKER_ARTIFACT: str(pickled)},
+            signature=ranker_signature(ranker, example),
+            input_example=example,
+            registered_model_name=registered_model_name,
+            pip_requirements=_pinned_requirements(),
+        )
+
+
+def score(
+    model: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame, who: str = "ranker model"
+) -> np.ndarray:
+    """Score ``frame`` with a loaded model: the signature's columns, features as float64.
+
+    Frames from the training set carry more than the inputs (labels, slice columns);
+    selecting the signature's columns first gives a clear error naming any missing column
+    and spares MLflow's "extra inputs will be ignored" warning on every call.
+    """
+    columns = model.metadata.get_input_schema().input_names()
+    require_features(frame, columns, who=who)
+    return np.asarray(model.predict(as_model_input(frame, columns)), dtype=float)
+
+
+def ranker_signature(ranker: Ranker, example: pd.DataFrame) -> ModelSignature:
+    """Inputs: the example's columns and dtypes; output: one float score per row."""
+    scores = np.asarray(ranker.predict(example), dtype=float)
+    with warnings.catch_warnings():
+        # The hint is about integer features that may be missing; the only integer input
+        # left is the session key, which never is.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        return infer_signature(example, scores)
+
+
+def _pickle_ranker(ranker: Ranker, path: Path) -> Path:
+    with open(path, "wb") as file:
+        pickle.dump(ranker, file, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _pinned_requirements() -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS]
