@@ -30,7 +30,9 @@ def run(
 
 
 @app.command("settings")
-def show_settings(schema: bool = typer.Option(False, help="Print the JSON schema instead.")) -> None:
+def show_settings(
+    schema: bool = typer.Option(False, help="Print the JSON schema instead."),
+) -> None:
     """Print the effective settings (or their JSON schema, with every field documented)."""
     settings = get_settings()
     if schema:

@@ -43,7 +43,9 @@ class DataSettings(_Section):
 class SplitSettings(_Section):
     """Time-based split: the last days are held out, never shuffled across time."""
 
-    valid_days: int = Field(7, ge=1, description="Days before the test days used for early stopping.")
+    valid_days: int = Field(
+        7, ge=1, description="Days before the test days used for early stopping."
+    )
     test_days: int = Field(7, ge=1, description="Final days held out for evaluation.")
     warmup_days: int = Field(
         7, ge=0, description="First days dropped from training: trailing features are still empty."
