@@ -389,6 +389,35 @@ def _clicks(
     )
 
 
+# ---- more of the same world: the traffic simulator's hooks (monitoring/traffic.py) ----
+def draw_sessions(
+    users: pd.DataFrame, n_sessions: int, start: pd.Timestamp, n_days: int, rng: np.random.Generator
+) -> pd.DataFrame:
+    """``n_sessions`` sessions over ``n_days`` from ``start``, drawn exactly as the logged ones
+    (time of day, activity, device, query). Ids are row numbers from 0."""
+    return _sessions(users, n_sessions, start, n_days, rng)
+
+
+def draw_candidates(
+    sessions: pd.DataFrame, items: pd.DataFrame, data: DataSettings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Retrieval for ``sessions``: (session row, item row) pairs grouped by session, unordered."""
+    return _retrieve(sessions, items, data, rng)
+
+
+def draw_clicks(
+    shown: pd.DataFrame,
+    sessions: pd.DataFrame,
+    click_model: ClickModel,
+    end: pd.Timestamp,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Clicks and purchases on ``shown`` (session_id, item_id, position, true_utility, device)
+    under the position-based model, before ``end``. Session ids must be row numbers of
+    ``sessions``, as ``draw_sessions`` gives them."""
+    return _clicks(shown, sessions, click_model, end, rng)
+
+
 # ---- files ----
 def write_raw(tables: dict[str, pd.DataFrame], raw_dir: Path) -> dict[str, Path]:
     """Write each raw table to ``raw_dir/<table>.parquet`` atomically; checks all are present
