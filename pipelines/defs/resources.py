@@ -1,0 +1,80 @@
+"""Dagster resources: the settings, and the two external systems (Feast, MLflow) behind
+small ``ConfigurableResource`` classes. The local, embedded implementation is the default;
+the ``services`` profile points the same code at PostgreSQL and Redis.
+
+Resources only carry configuration and build clients on demand, so loading the
+definitions (``dagster dev``, tests) connects to nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from ranklab.settings import Settings, get_settings
+
+
+class SettingsResource(dg.ConfigurableResource):
+    """The ranklab settings, with the few knobs a run may override shown in the launchpad."""
+
+    state_dir: str
+    profile: str = "local"
+    data_scale: float = 1.0
+    data_seed: int = 7
+    seed: int = 7
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SettingsResource:
+        return cls(
+            state_dir=str(settings.root),
+            profile=settings.profile,
+            data_scale=settings.data.scale,
+            data_seed=settings.data.seed,
+            seed=settings.seed,
+        )
+
+    def get(self) -> Settings:
+        """The environment's settings with this resource's overrides applied."""
+        base = get_settings()
+        return base.model_copy(
+            update={
+                "state_dir": Path(self.state_dir),
+                "profile": self.profile,
+                "seed": self.seed,
+                "data": base.data.model_copy(
+                    update={"scale": self.data_scale, "seed": self.data_seed}
+                ),
+            }
+        )
+
+
+class FeatureStoreResource(dg.ConfigurableResource):
+    """The Feast feature store (local provider: parquet offline, SQLite online, file registry)."""
+
+    settings: SettingsResource
+
+    def store(self):  # -> feast.FeatureStore; imported lazily, Feast is slow to import
+        from features.store import feature_store
+
+        return feature_store(self.settings.get())
+
+
+class ModelRegistryResource(dg.ConfigurableResource):
+    """The MLflow tracking server and model registry (SQLite under the state folder)."""
+
+    settings: SettingsResource
+
+    def registry(self):  # -> models.registry.Registry
+        from models.registry import Registry
+
+        return Registry(self.settings.get())
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    settings_resource = SettingsResource.from_settings(settings)
+    return {
+        "settings": settings_resource,
+        "feature_store": FeatureStoreResource(settings=settings_resource),
+        "model_registry": ModelRegistryResource(settings=settings_resource),
+    }
