@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install everything (idempotent, ~3 min fresh)
-	@mkdir -p $(DAGSTER_HOME)
+	@mkdir -p $(DAGSTER_HOME) && cp -n pipelines/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	@echo "ready: $(VENV) ($$($(BIN)/python -c 'import ranklab; print(ranklab.__version__)'))"
 
 run: setup ## Run the whole lifecycle on the embedded default data (Dagster job)

@@ -4,7 +4,9 @@ folder (so ``make ui`` shows the run afterwards), and print what it produced."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,6 +17,8 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     """The instance whose runs ``dagster dev`` shows: DAGSTER_HOME under the state folder."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(Path(__file__).with_name("dagster.yaml"), home / "dagster.yaml")
     os.environ.setdefault("DAGSTER_HOME", str(home))
     return dg.DagsterInstance.from_config(str(home))
 

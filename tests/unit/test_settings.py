@@ -1,0 +1,53 @@
+"""The one settings object: typed, frozen, overridable from the environment, side-effect free."""
+
+from __future__ import annotations
+
+import json
+
+import pydantic
+import pytest
+from typer.testing import CliRunner
+
+from ranklab.cli import app
+from ranklab.settings import Settings, get_settings
+
+
+def test_environment_overrides_nested_fields(monkeypatch, tmp_path):
+    monkeypatch.setenv("RANKLAB_DATA__SCALE", "0.25")
+    monkeypatch.setenv("RANKLAB_STATE_DIR", str(tmp_path / "elsewhere"))
+    settings = get_settings()
+    assert settings.data.scale == 0.25
+    assert settings.root == (tmp_path / "elsewhere").resolve()
+    assert settings.mlflow_tracking_uri == f"sqlite:///{settings.root / 'mlflow' / 'mlflow.db'}"
+
+
+def test_unknown_fields_and_bad_values_are_refused_with_the_field_named(monkeypatch):
+    with pytest.raises(pydantic.ValidationError, match="bogus"):
+        Settings(bogus=1)
+    monkeypatch.setenv("RANKLAB_DATA__SCALE", "-1")
+    with pytest.raises(pydantic.ValidationError, match="scale"):
+        get_settings()
+
+
+def test_settings_are_frozen():
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        get_settings().seed = 3  # type: ignore[misc]
+
+
+def test_building_settings_creates_nothing_on_disk(tmp_path):
+    settings = Settings(state_dir=tmp_path / "state")
+    _ = (settings.raw_dir, settings.feast_dir, settings.mlflow_tracking_uri, settings.reports_dir)
+    assert not (tmp_path / "state").exists()
+
+
+def test_services_profile_points_mlflow_at_postgres():
+    settings = Settings(profile="services")
+    assert settings.mlflow_tracking_uri.startswith("postgresql://")
+
+
+def test_cli_prints_a_documented_schema():
+    result = CliRunner().invoke(app, ["settings", "--schema"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.output)
+    assert schema["properties"]["state_dir"]["description"]
+    assert "DataSettings" in schema["$defs"]
