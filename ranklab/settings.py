@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         REPO_ROOT / ".state", description="Root of all generated state; `make clean` deletes it."
     )
     seed: int = Field(7, description="Seed for training and bootstrap (data has its own).")
+    letor_dir: Path = Field(
+        REPO_ROOT.parent / "shared" / "data" / "letor-sample",
+        description="Real LETOR data (train.txt, test.txt) for the loader, tests and benchmark.",
+    )
     data: DataSettings = DataSettings()
     split: SplitSettings = SplitSettings()
     feast: FeastSettings = FeastSettings()

@@ -10,8 +10,9 @@ import pytest
 
 from features.letor import letor_training_set, load_mslr_fold, read_letor
 from ranklab.schema import SPLITS
+from ranklab.settings import get_settings
 
-SAMPLE = Path("/work/shared/data/letor-sample")
+SAMPLE = get_settings().letor_dir  # ../shared beside the checkout, as in CI
 TRAIN, TEST = SAMPLE / "train.txt", SAMPLE / "test.txt"
 
 needs_sample = pytest.mark.skipif(not TRAIN.is_file(), reason="shared LETOR sample not present")
