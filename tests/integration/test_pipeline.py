@@ -61,9 +61,13 @@ def test_lifecycle_job_runs_end_to_end_and_promotes_the_first_candidate(settings
     decision = result.output_for_node("promotion")
     # First run: no champion yet, judged against the baselines only.
     assert decision.decision in {"champion", "challenger", "rejected"}
-    registry = Registry(settings)
+    assert (settings.reports_dir / "gate" / f"ranker-v{decision.version}.md").exists()
+    assert (settings.reports_dir / "model_cards" / f"ranker-v{decision.version}.md").exists()
+    champion = Registry(settings).champion_version()
     if decision.decision == "champion":
-        assert registry.champion_version().version == decision.version
+        assert str(champion.version) == decision.version
+    else:  # only the gate moves `champion`: a refused first candidate leaves it unset
+        assert champion is None and decision.failures
 
 
 def test_corrupt_input_is_stopped_by_a_blocking_check_before_anything_is_written(
