@@ -1,0 +1,192 @@
+"""The monitoring reference: what "normal" looked like for one served model at training time.
+
+Windows of served traffic are compared with it:
+
+- ``candidates``: every training-set row shaped like a served candidate row (context,
+  features, the model's score): the reference for feature drift, score drift and data
+  quality (ranges, categories, spread). ``meta["day_to_day_drift"]`` holds how far each
+  column moves between ordinary training days, the base of its drift threshold
+  (``monitoring/drift.py``).
+- ``replayed``: the ranking quality the model reaches on the test days *when it does the
+  ranking* (``sessions`` holds it per search). The logged clicks were produced under the
+  old logging policy's order, so offline NDCG is not what serving measures; instead each
+  test session is replayed: the model orders its candidates, and users click on that order
+  under the generator's click model and ground truth, exactly as the traffic simulator's
+  users do. Only a simulator can do this; with real data the first labelled days after a
+  deployment play this role.
+
+A reference belongs to one model version: when a new champion is promoted, build its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.click_model import ClickModel
+from monitoring.clients import Scorer
+from monitoring.drift import column_methods, day_to_day_drift, log_scaled, on_drift_scale
+from monitoring.traffic import REQUEST_ID
+from monitoring.windows import (
+    CONTEXT_COLUMNS,
+    MODEL_VERSION,
+    SCORE,
+    SERVED_BY,
+    SERVED_BY_MODEL,
+    session_quality,
+)
+from ranklab import schema
+from ranklab.io import write_json, write_parquet
+from ranklab.schema import TrainingSet
+from ranklab.settings import Settings
+
+# The last two weeks of training: recent enough that calendar features and the 28-day
+# trailing windows look like serving's (the first weeks of the log fill those windows up),
+# long enough to see how much an ordinary day varies.
+REFERENCE_DAYS = 14
+
+
+@dataclass
+class MonitoringReference:
+    model_version: str
+    feature_columns: list[str]
+    candidates: pd.DataFrame  # a row per test-day impression: features, context, score
+    replayed: pd.DataFrame  # the same rows shown in the model's order: position, label, context
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def sessions(self) -> pd.DataFrame:
+        """Per replayed search: hit_rate@10, mrr, ndcg@10 and the context."""
+        return session_quality(self.replayed)
+
+    def save(self, directory: Path) -> Path:
+        directory = Path(directory)
+        write_parquet(self.candidates, directory / "candidates.parquet")
+        write_parquet(self.replayed, directory / "replayed.parquet")
+        document = {
+            "model_version": self.model_version,
+            "feature_columns": self.feature_columns,
+            "meta": self.meta,
+        }
+        write_json(document, directory / "reference.json")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> MonitoringReference:
+        directory = Path(directory)
+        path = directory / "reference.json"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no monitoring reference at {directory}: build it when the model is promoted"
+            )
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            model_version=document["model_version"],
+            feature_columns=list(document["feature_columns"]),
+            candidates=pd.read_parquet(directory / "candidates.parquet"),
+            replayed=pd.read_parquet(directory / "replayed.parquet"),
+            meta=document["meta"],
+        )
+
+
+def reference_dir(settings: Settings, model_version: str) -> Path:
+    return settings.root / "monitoring" / "reference" / f"v{model_version}"
+
+
+def build_reference(
+    training_set: TrainingSet,
+    model: Scorer,
+    model_version: str,
+    click_model: ClickModel | None = None,
+    seed: int = 0,
+    days: int = REFERENCE_DAYS,
+) -> MonitoringReference:
+    """The reference of ``model``: the training set's last ``days`` days as served candidate
+    rows, the day-to-day drift of each column, and the replayed test days (module docstring)."""
+    if not training_set.has_ground_truth:
+        raise ValueError(
+            "build_reference replays sessions under the click model, which needs the "
+            "generator's ground truth (true_utility); real data has none"
+        )
+    rows = served_like(training_set, model, model_version)
+    test = rows[training_set.frame[schema.SPLIT].to_numpy() == "test"]
+    day = rows[schema.EVENT_TIMESTAMP].dt.floor("D")
+    rows = rows[day > day.max() - pd.Timedelta(days=days)].reset_index(drop=True)
+    if test.empty:
+        raise ValueError("training set has no test rows to replay for the ranking reference")
+    shown = replay(test, click_model or ClickModel(), np.random.default_rng(seed))
+    numerical = [*training_set.feature_columns, SCORE]
+    methods = column_methods(numerical, CONTEXT_COLUMNS)
+    log_columns = log_scaled(rows, numerical)
+    return MonitoringReference(
+        model_version=model_version,
+        feature_columns=list(training_set.feature_columns),
+        candidates=rows.drop(columns=[schema.TRUE_UTILITY]),
+        replayed=shown[[*_REPLAYED_COLUMNS, *CONTEXT_COLUMNS]],
+        meta={
+            "first_day": str(rows[schema.EVENT_TIMESTAMP].min().date()),
+            "last_day": str(rows[schema.EVENT_TIMESTAMP].max().date()),
+            "days": int(rows[schema.EVENT_TIMESTAMP].dt.floor("D").nunique()),
+            "rows": len(rows),
+            "replayed_searches": int(test[REQUEST_ID].nunique()),
+            "seed": seed,
+            "log_scaled": log_columns,
+            "day_to_day_drift": day_to_day_drift(
+                on_drift_scale(rows, log_columns), methods, rows[schema.EVENT_TIMESTAMP]
+            ),
+        },
+    )
+
+
+def served_like(training_set: TrainingSet, model: Scorer, model_version: str) -> pd.DataFrame:
+    """The training set's rows shaped like served candidate rows: a request per session,
+    its context, the features, the model's score and version (plus the true utility)."""
+    frame = training_set.frame
+    scores = model.predict(frame[[schema.SESSION_ID, *training_set.feature_columns]])
+    columns = [
+        schema.SESSION_ID,
+        schema.EVENT_TIMESTAMP,
+        schema.ITEM_ID,
+        *CONTEXT_COLUMNS,
+        *training_set.feature_columns,
+        schema.TRUE_UTILITY,
+    ]
+    rows = frame[columns].rename(columns={schema.SESSION_ID: REQUEST_ID}).reset_index(drop=True)
+    rows[REQUEST_ID] = rows[REQUEST_ID].astype(str)
+    rows[SCORE] = np.asarray(scores, dtype=float)
+    rows[SERVED_BY] = SERVED_BY_MODEL
+    rows[MODEL_VERSION] = str(model_version)
+    return rows
+
+
+_REPLAYED_COLUMNS = (
+    REQUEST_ID,
+    schema.ITEM_ID,
+    schema.POSITION,
+    schema.CLICKED,
+    schema.PURCHASED,
+    schema.LABEL,
+)
+
+
+def replay(rows: pd.DataFrame, click_model: ClickModel, rng: np.random.Generator) -> pd.DataFrame:
+    """``rows`` (request_id, score, true_utility, device) shown in the order of their scores,
+    with clicks and purchases drawn under ``click_model``: adds position, clicked,
+    purchased and label (0 nothing, 1 click, 2 purchase)."""
+    order = np.lexsort((-rows[SCORE].to_numpy(), rows[REQUEST_ID].to_numpy()))
+    shown = rows.iloc[order].reset_index(drop=True)
+    shown[schema.POSITION] = shown.groupby(REQUEST_ID, sort=False).cumcount() + 1
+    utility = shown[schema.TRUE_UTILITY].to_numpy()
+    p_click = click_model.click_probability(
+        utility, shown[schema.POSITION].to_numpy(), shown[schema.DEVICE]
+    )
+    clicked = rng.random(len(shown)) < p_click
+    purchased = clicked & (rng.random(len(shown)) < click_model.purchase_probability(utility))
+    shown[schema.CLICKED] = clicked.astype("int64")
+    shown[schema.PURCHASED] = purchased.astype("int64")
+    shown[schema.LABEL] = shown[schema.CLICKED] + shown[schema.PURCHASED]
+    return shown

@@ -1,0 +1,424 @@
+"""The traffic simulator: the marketplace keeps running after the training window.
+
+Each simulated day, in order:
+
+1. the feature pipeline computes the day's snapshot from every event logged before it
+   (``features.aggregates``, the code that feeds Feast), so the model's clicks of
+   yesterday are in today's features, as in production;
+2. new sessions are drawn from the same generator (``features.generator.draw_*``) with the
+   day's world: the scenario, once active, changes the catalogue, the traffic mix, the
+   users' behaviour or the feature pipeline's output (``monitoring/scenarios.py``);
+3. a ``RankingClient`` orders each session's candidates: the running service over HTTP, or
+   the same request path in process (``monitoring/clients.py``); it writes the prediction log;
+4. users click on the order they were shown, under the generator's click model and ground
+   truth. The clicks are the labels that reach monitoring later (``LABEL_DELAY``).
+
+The result, ``Traffic``, is the ledger of what happened: the requests with their simulated
+time, every shown item with its served position and true utility, and the clicks. Reports
+join it to the prediction log by request id; the true utilities are the oracle's, kept for
+evaluating the simulation itself and never read by the monitoring reports.
+
+Determinism: day ``d`` draws from ``default_rng([seed, d])``, and the scenario has its own
+stream, so a scenario run and the control draw the same users, times and candidates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from features import aggregates
+from features.click_model import ClickModel
+from features.generator import (
+    WEEKEND_LIFT,
+    draw_candidates,
+    draw_clicks,
+    draw_sessions,
+    window,
+)
+from monitoring.scenarios import CONTROL, Scenario
+from ranklab import schema
+from ranklab.io import write_json, write_parquet
+from ranklab.settings import DataSettings, Settings
+
+# Clicks come within minutes of a search and purchases within hours; the label join waits
+# this long after a window closes before it calls the window's labels complete.
+LABEL_DELAY = pd.Timedelta(hours=6)
+REQUEST_ID = "request_id"
+TS = "ts"
+SCENARIO_ACTIVE = "scenario_active"
+_MEAN_DAY_LIFT = (5 + 2 * WEEKEND_LIFT) / 7  # the generator's weekly traffic shape, mean 1
+
+
+# ---- the contract between the simulator and whatever ranks ----
+@dataclass(frozen=True)
+class RankingRequest:
+    """One search, as the ranking service receives it (plus the simulated time)."""
+
+    session_id: int
+    ts: pd.Timestamp
+    user_id: int
+    device: str
+    region: str
+    query_category: str
+    candidates: np.ndarray  # int64 item ids, retrieval order (not ranked)
+
+
+@dataclass(frozen=True)
+class ServedRanking:
+    """What one request was answered with: the candidates in the order they were shown."""
+
+    request_id: str
+    order: np.ndarray  # item ids, best first: position p shows order[p - 1]
+    served_by: str
+    model_version: str
+
+
+class RankingClient(Protocol):
+    """Something that ranks requests and logs them: the HTTP service or the in-process path."""
+
+    def start_day(self, day: pd.Timestamp, feature_tables: Mapping[str, pd.DataFrame]) -> None:
+        """The day's feature snapshot is ready (the daily materialization in production)."""
+
+    def rank(self, requests: Sequence[RankingRequest]) -> list[ServedRanking]:
+        """One answer per request, in request order."""
+
+    def close(self) -> None:
+        """Flush the prediction log."""
+
+
+# ---- what to simulate ----
+@dataclass(frozen=True)
+class TrafficPlan:
+    """``days`` of traffic from the end of the training window; ``scenario`` from the start
+    of day ``change_day`` on (0: from the first day; ``days``: never, a control run)."""
+
+    days: int
+    scenario: Scenario = CONTROL
+    change_day: int = 0
+    sessions_per_day: float | None = None  # None: the training data's daily volume
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.days < 1:
+            raise ValueError(f"TrafficPlan: days must be at least 1, got {self.days}")
+        if not 0 <= self.change_day <= self.days:
+            raise ValueError(
+                f"TrafficPlan: change_day must lie in [0, days={self.days}], got {self.change_day}"
+            )
+        if self.sessions_per_day is not None and self.sessions_per_day <= 0:
+            raise ValueError(
+                f"TrafficPlan: sessions_per_day must be > 0, got {self.sessions_per_day}"
+            )
+
+    def daily_sessions(self, data: DataSettings) -> float:
+        return self.sessions_per_day or data.sessions_per_day * data.scale
+
+
+# ---- what happened ----
+@dataclass
+class Traffic:
+    """The ledger of a simulation (see the module docstring for the columns' meaning)."""
+
+    requests: pd.DataFrame  # request_id, session_id, ts, user_id, device, region, query, active
+    impressions: pd.DataFrame  # request_id, session_id, item_id, position, true_* (truth)
+    clicks: pd.DataFrame  # request_id, session_id, item_id, ts, purchased
+    items: pd.DataFrame  # the catalogue at the end (a scenario may have changed it)
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return pd.Timestamp(self.meta["start"])
+
+    @property
+    def change_at(self) -> pd.Timestamp:
+        """When the scenario started (the end of the traffic for a control run)."""
+        return pd.Timestamp(self.meta["change_at"])
+
+    @property
+    def end(self) -> pd.Timestamp:
+        return pd.Timestamp(self.meta["end"])
+
+    def labels(self, as_of: pd.Timestamp) -> pd.DataFrame:
+        """A row per shown item: request, item, served position and the label known at
+        ``as_of`` (clicked, purchased, graded label 0/1/2, as in the training set)."""
+        known = self.clicks[self.clicks[TS] <= as_of]
+        clicked = known.groupby([REQUEST_ID, schema.ITEM_ID], as_index=False)[
+            schema.PURCHASED
+        ].max()
+        rows = self.impressions[[REQUEST_ID, schema.ITEM_ID, schema.POSITION]].merge(
+            clicked, on=[REQUEST_ID, schema.ITEM_ID], how="left", validate="one_to_one"
+        )
+        rows[schema.CLICKED] = rows[schema.PURCHASED].notna().astype("int64")
+        rows[schema.PURCHASED] = rows[schema.PURCHASED].eq(True).astype("int64")
+        rows[schema.LABEL] = rows[schema.CLICKED] + rows[schema.PURCHASED]
+        return rows
+
+    def extend(self, tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+        """The raw tables of the training window with this traffic appended, in the raw
+        schema, and the catalogue as it is now: "the newest data" a retraining run reads."""
+        extended = _append(tables, self.requests, self.impressions, self.clicks)
+        extended["items"] = self.items
+        return extended
+
+    # ---- files ----
+    def save(self, directory: Path) -> Path:
+        directory = Path(directory)
+        for name in ("requests", "impressions", "clicks", "items"):
+            write_parquet(getattr(self, name), directory / f"{name}.parquet")
+        write_json(self.meta, directory / "traffic.json")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> Traffic:
+        directory = Path(directory)
+        meta_path = directory / "traffic.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"no simulated traffic at {directory}: run simulate first")
+        tables = {
+            name: pd.read_parquet(directory / f"{name}.parquet")
+            for name in ("requests", "impressions", "clicks", "items")
+        }
+        return cls(**tables, meta=json.loads(meta_path.read_text(encoding="utf-8")))
+
+
+def traffic_dir(settings: Settings, run: str) -> Path:
+    """Where a simulation's ledger (and, in process, its prediction log) is kept."""
+    return settings.root / "monitoring" / "traffic" / run
+
+
+# ---- the simulation ----
+def simulate_traffic(
+    tables: Mapping[str, pd.DataFrame],
+    data: DataSettings,
+    plan: TrafficPlan,
+    client: RankingClient,
+    click_model: ClickModel | None = None,
+) -> Traffic:
+    """Run ``plan`` after the training window of ``tables`` (the generator's raw tables for
+    ``data``), ranked by ``client``. Returns the ledger; the client holds the prediction log."""
+    aggregates.check_raw_tables(tables)
+    simulation = _Simulation(plan, data, client, click_model or ClickModel())
+    start = window(data)[1]
+    history = {
+        name: tables[name] for name in ("users", "items", "sessions", "impressions", "clicks")
+    }
+    next_session_id = int(tables["sessions"][schema.SESSION_ID].max()) + 1
+    days: list[_Day] = []
+    try:
+        for index in range(plan.days):
+            day = simulation.day(history, start + pd.Timedelta(days=index), index, next_session_id)
+            next_session_id += len(day.requests)
+            days.append(day)
+            history = _append(history, day.requests, day.impressions, day.clicks)
+    finally:
+        client.close()
+    last_scenario = plan.scenario if plan.change_day < plan.days else CONTROL
+    return _ledger(days, last_scenario.items(tables["items"]), plan, start)
+
+
+@dataclass
+class _Day:
+    requests: pd.DataFrame
+    impressions: pd.DataFrame
+    clicks: pd.DataFrame
+
+
+def _append(
+    history: Mapping[str, pd.DataFrame],
+    sessions: pd.DataFrame,
+    impressions: pd.DataFrame,
+    clicks: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
+    """``history`` with the new rows appended, each table keeping its raw columns."""
+    new = {"sessions": sessions, "impressions": impressions, "clicks": clicks}
+    extended = dict(history)
+    for name, rows in new.items():
+        columns = list(history[name].columns)
+        extended[name] = pd.concat([history[name], rows[columns]], ignore_index=True)
+    return extended
+
+
+@dataclass(frozen=True)
+class _Simulation:
+    plan: TrafficPlan
+    data: DataSettings
+    client: RankingClient
+    base_click_model: ClickModel
+
+    def day(
+        self,
+        history: Mapping[str, pd.DataFrame],
+        day: pd.Timestamp,
+        index: int,
+        first_session_id: int,
+    ) -> _Day:
+        """Day ``index`` of the plan: features, searches, rankings, clicks."""
+        plan = self.plan
+        rng_volume, rng_sessions, rng_scenario, rng_retrieval, rng_utility, rng_clicks = (
+            np.random.default_rng([plan.seed, index]).spawn(6)
+        )
+        scenario = plan.scenario if index >= plan.change_day else CONTROL
+        users = history["users"]
+        items = scenario.items(history["items"])
+        click_model = scenario.click_model(self.base_click_model)
+
+        # 1. today's features come from every event before today
+        self.client.start_day(day, scenario.feature_tables(_snapshot(history, items, day)))
+
+        # 2. today's searches and their candidates (session ids are row numbers until the end)
+        lift = WEEKEND_LIFT if day.dayofweek >= 5 else 1.0
+        volume = plan.daily_sessions(self.data) * lift / _MEAN_DAY_LIFT
+        sessions = draw_sessions(
+            users, max(1, int(rng_volume.poisson(volume))), day, 1, rng_sessions
+        )
+        sessions = scenario.sessions(sessions, users, rng_scenario)
+        session_row, item_row = draw_candidates(sessions, items, self.data, rng_retrieval)
+        context = sessions.iloc[session_row].reset_index(drop=True)
+        utility = click_model.true_utility(
+            users.set_index(schema.USER_ID).loc[context[schema.USER_ID]].reset_index(),
+            items.iloc[item_row].reset_index(drop=True),
+            context,
+            rng_utility,
+        )
+
+        # 3. the ranking client orders each slate
+        item_ids = items[schema.ITEM_ID].to_numpy()[item_row]
+        requests = _requests(sessions, session_row, item_ids, first_session_id)
+        served = self.client.rank(requests)
+        if len(served) != len(requests):
+            raise RuntimeError(f"ranking client answered {len(served)} of {len(requests)} requests")
+        shown = _shown(session_row, item_ids, utility, served, context, click_model)
+
+        # 4. users click on what they were shown
+        clicks = draw_clicks(shown, sessions, click_model, day + pd.Timedelta(days=1), rng_clicks)
+        return _with_global_ids(sessions, shown, clicks, served, first_session_id)
+
+
+def _snapshot(
+    history: Mapping[str, pd.DataFrame], items: pd.DataFrame, day: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """The feature tables of ``day``: item attributes from today's catalogue, activity from
+    the log. Past clicks keep the prices they were made at: activity features (the mean price
+    a user clicked) value them with the catalogue from before the scenario. (Clicks made
+    after a price change are valued at the old price too: a simplification of a world
+    where the raw tables hold one price per item.)"""
+    days = pd.DatetimeIndex([day])
+    snapshot = aggregates.compute_feature_tables(history, days=days)
+    snapshot[aggregates.ITEM_ATTRIBUTES] = aggregates.compute_item_attributes(
+        {**history, "items": items}, days
+    )
+    return snapshot
+
+
+def _requests(
+    sessions: pd.DataFrame, session_row: np.ndarray, item_ids: np.ndarray, first_session_id: int
+) -> list[RankingRequest]:
+    # Candidates arrive grouped by session (draw_candidates' contract): split at the changes.
+    bounds = np.flatnonzero(np.diff(session_row)) + 1
+    slates = np.split(item_ids, bounds)
+    rows = sessions.iloc[np.unique(session_row)]
+    return [
+        RankingRequest(
+            session_id=first_session_id + int(row.session_id),
+            ts=row.ts,
+            user_id=int(row.user_id),
+            device=row.device,
+            region=row.region,
+            query_category=row.query_category,
+            candidates=slate.astype(np.int64),
+        )
+        for row, slate in zip(rows.itertuples(index=False), slates, strict=True)
+    ]
+
+
+def _shown(
+    session_row: np.ndarray,
+    item_ids: np.ndarray,
+    utility: np.ndarray,
+    served: Sequence[ServedRanking],
+    context: pd.DataFrame,
+    click_model: ClickModel,
+) -> pd.DataFrame:
+    """Every candidate with the position it was shown at (1 = top)."""
+    shown = pd.DataFrame(
+        {
+            schema.SESSION_ID: session_row,
+            schema.ITEM_ID: item_ids,
+            schema.TRUE_UTILITY: utility,
+            schema.TRUE_RELEVANCE: click_model.relevance_grade(utility),
+            schema.DEVICE: context[schema.DEVICE].to_numpy(),
+        }
+    )
+    sessions_with_slates = np.unique(session_row)
+    positions = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    schema.SESSION_ID: session,
+                    schema.ITEM_ID: answer.order,
+                    schema.POSITION: np.arange(1, len(answer.order) + 1),
+                    REQUEST_ID: answer.request_id,
+                }
+            )
+            for session, answer in zip(sessions_with_slates, served, strict=True)
+        ],
+        ignore_index=True,
+    )
+    merged = shown.merge(positions, on=[schema.SESSION_ID, schema.ITEM_ID], how="left")
+    if merged[schema.POSITION].isna().any():
+        raise RuntimeError("a ranking answer left out candidates it was sent")
+    return merged.astype({schema.POSITION: "int64"})
+
+
+def _with_global_ids(
+    sessions: pd.DataFrame,
+    shown: pd.DataFrame,
+    clicks: pd.DataFrame,
+    served: Sequence[ServedRanking],
+    first_session_id: int,
+) -> _Day:
+    request_of = shown.drop_duplicates(schema.SESSION_ID).set_index(schema.SESSION_ID)[REQUEST_ID]
+    answer_of = {answer.request_id: answer for answer in served}
+    requests = sessions[sessions[schema.SESSION_ID].isin(request_of.index)].copy()
+    requests[REQUEST_ID] = request_of.loc[requests[schema.SESSION_ID]].to_numpy()
+    requests["served_by"] = [answer_of[r].served_by for r in requests[REQUEST_ID]]
+    requests["model_version"] = [answer_of[r].model_version for r in requests[REQUEST_ID]]
+    clicks = clicks.assign(**{REQUEST_ID: request_of.loc[clicks[schema.SESSION_ID]].to_numpy()})
+    for frame in (requests, shown, clicks):
+        frame[schema.SESSION_ID] += first_session_id
+    shown = shown.sort_values([schema.SESSION_ID, schema.POSITION], ignore_index=True)
+    return _Day(
+        requests=requests.reset_index(drop=True),
+        impressions=shown.drop(columns=[schema.DEVICE]),
+        clicks=clicks,
+    )
+
+
+def _ledger(
+    days: list[_Day], items: pd.DataFrame, plan: TrafficPlan, start: pd.Timestamp
+) -> Traffic:
+    requests = pd.concat([d.requests for d in days], ignore_index=True)
+    change_at = start + pd.Timedelta(days=plan.change_day)
+    requests[SCENARIO_ACTIVE] = requests[TS] >= change_at
+    return Traffic(
+        requests=requests,
+        impressions=pd.concat([d.impressions for d in days], ignore_index=True),
+        clicks=pd.concat([d.clicks for d in days], ignore_index=True),
+        items=items,
+        meta={
+            "scenario": plan.scenario.describe(),
+            "days": plan.days,
+            "change_day": plan.change_day,
+            "seed": plan.seed,
+            "start": start.isoformat(),
+            "change_at": change_at.isoformat(),
+            "end": (start + pd.Timedelta(days=plan.days)).isoformat(),
+        },
+    )
