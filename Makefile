@@ -18,7 +18,11 @@ export DO_NOT_TRACK := 1
 # Dagster keeps its run history under the state folder, never in ~/.dagster.
 export DAGSTER_HOME ?= $(CURDIR)/.state/dagster
 
-.PHONY: help setup run test test-fast lint format ui clean lock bench
+.PHONY: help setup run test test-fast lint format ui mlflow-ui evidently-ui serve rollback simulate clean lock bench
+PORT ?= 3001  # the service; Dagster UI keeps 3000
+SCENARIO ?= none
+DAYS ?= 3
+CHANGE_DAY ?= 0
 
 help: ## List the commands
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +62,18 @@ ui: setup ## Dagster UI on http://127.0.0.1:3000 (MLflow UI: `make mlflow-ui`)
 
 mlflow-ui: setup ## MLflow UI on http://127.0.0.1:5000 over the local registry
 	$(BIN)/ranklab mlflow-ui
+
+evidently-ui: setup ## Evidently UI on http://127.0.0.1:8000 over the monitoring windows
+	$(BIN)/evidently ui --host 127.0.0.1 --port 8000 --workspace .state/evidently
+
+serve: setup ## Serve the champion with BentoML on http://127.0.0.1:3001 (PORT=...; after `make run`)
+	$(BIN)/python -m serving --port $(PORT)
+
+rollback: setup ## Point `champion` back at the previous champion (REASON="...")
+	$(BIN)/ranklab rollback --reason "$${REASON:?set REASON=\"why\"}"
+
+simulate: setup ## Drift drill: DAYS of traffic with SCENARIO from CHANGE_DAY, monitored daily
+	$(BIN)/ranklab simulate --scenario $(SCENARIO) --days $(DAYS) --change-day $(CHANGE_DAY)
 
 bench: setup ## Run the benchmarks (quality against peers)
 	$(BIN)/python -m benchmarks.quality

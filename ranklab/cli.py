@@ -56,6 +56,23 @@ def mlflow_ui(port: int = 5000) -> None:
 
 
 @app.command()
+def simulate(
+    scenario: str = typer.Option("none", help="Drift scenario (see monitoring/scenarios.py)."),
+    days: int = typer.Option(3, min=1, help="Simulated days after the training window."),
+    change_day: int = typer.Option(0, min=0, help="Day the scenario starts (0: at once)."),
+) -> None:
+    """Serve simulated traffic with the champion and monitor every day (a drift drill)."""
+    from monitoring.drill import run_drill
+
+    result = run_drill(get_settings(), scenario, days, change_day)
+    typer.echo(result.table().to_markdown(index=False))
+    alerts = [a for w in result.windows for a in w.alerts]
+    for alert in alerts:
+        typer.echo(f"ALERT {alert.alert_id}: {alert.markdown}")
+    typer.echo(f"{len(result.windows)} windows in {result.seconds:.0f} s; {len(alerts)} alerts")
+
+
+@app.command()
 def rollback(reason: str = typer.Option(..., help="Why: recorded on the model version.")) -> None:
     """Point `champion` back at the previous champion (audited)."""
     from models.registry import Registry
