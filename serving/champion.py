@@ -1,0 +1,286 @@
+"""The champion model: loaded from the registry by alias, cached on disk, swapped while serving.
+
+Serving only ever follows ``models:/ranker@champion`` (never "latest"). ``ChampionHolder``
+resolves the alias to a version, downloads that version into a folder under the state
+directory, loads it from there, checks it can score the features the online store serves,
+and only then makes it current. The folder doubles as the disk cache: when the registry
+cannot be reached at start-up, the last model that loaded successfully is started from it.
+
+Hot swap: ``poll`` asks the registry where ``champion`` points (the runtime's poller calls
+it every few seconds). When the alias moves (a promotion or ``ranklab rollback``), the new
+version is loaded beside the current one and swapped in with one attribute assignment.
+A request reads ``holder.current`` once and scores with that object, so in-flight requests
+finish on the model they started with and no request waits for a load. A version that fails
+to load or to score is refused once and not retried until the alias moves again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property, partial
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from models.registry import Registry
+from ranklab.io import write_json
+from ranklab.schema import SESSION_ID
+
+logger = logging.getLogger(__name__)
+
+SOURCE_REGISTRY = "registry"
+SOURCE_DISK_CACHE = "disk_cache"
+MANIFEST = "last_loaded.json"
+KEEP_CACHED_VERSIONS = 3  # the current champion and the ones a rollback would return to
+ERROR_CHARS = 300  # database errors quote whole SQL statements; /readyz shows the start
+
+
+class InvalidScoresError(ValueError):
+    """The model returned something other than one finite score per candidate."""
+
+
+class IncompatibleModelError(ValueError):
+    """The model needs inputs the online feature service does not provide."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version, loaded and checked, ready to score one request."""
+
+    name: str
+    version: str
+    source: str  # SOURCE_REGISTRY or SOURCE_DISK_CACHE
+    pyfunc: mlflow.pyfunc.PyFuncModel
+    feature_columns: tuple[str, ...]  # the model's feature inputs (its signature, minus the key)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """One finite score per row of ``features`` (one request: one session)."""
+        # The pyfunc contract: the session key, then the features; one request is one session.
+        frame = pd.DataFrame(
+            {
+                SESSION_ID: np.zeros(len(features), dtype=np.int64),
+                **{name: features[name].to_numpy() for name in self.feature_columns},
+            }
+        )
+        scores = np.asarray(self._score(frame), dtype=np.float64).reshape(-1)
+        if scores.shape != (len(features),) or not np.isfinite(scores).all():
+            raise InvalidScoresError(
+                f"{self.name} v{self.version} returned {scores.shape[0]} scores for "
+                f"{len(features)} rows, {int((~np.isfinite(scores)).sum())} not finite"
+            )
+        return scores
+
+    @cached_property
+    def _score(self) -> Callable[[pd.DataFrame], object]:
+        """The Python model's own ``predict`` when the pyfunc wraps one.
+
+        ``PyFuncModel.predict`` re-checks the input against the signature on every call,
+        about a third of the scoring time here. Serving builds the frame from the served
+        feature columns (all float64) and ``check_model`` scores one before the model is
+        used, so the per-call check is skipped; other flavours keep it.
+        """
+        try:
+            python_model = self.pyfunc.unwrap_python_model()
+        except (AttributeError, MlflowException):
+            return self.pyfunc.predict
+        return partial(python_model.predict, None)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "loaded_at": self.loaded_at.isoformat(timespec="seconds"),
+        }
+
+
+def model_feature_columns(pyfunc: mlflow.pyfunc.PyFuncModel) -> tuple[str, ...]:
+    schema = pyfunc.metadata.get_input_schema()
+    if schema is None:
+        raise IncompatibleModelError("the model has no input signature; serving needs one")
+    return tuple(name for name in schema.input_names() if name != SESSION_ID)
+
+
+class ModelDiskCache:
+    """Downloaded model versions under ``root``, and which one last loaded successfully."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def folder(self, version: str) -> Path:
+        return self.root / f"v{version}"
+
+    def remember(self, model: LoadedModel, path: Path) -> None:
+        """Record ``model`` as the last good one (atomically) and drop old downloads."""
+        write_json(
+            {"name": model.name, "version": model.version, "path": str(path)},
+            self.root / MANIFEST,
+        )
+        self._prune(keep=model.version)
+
+    def last_loaded(self) -> tuple[str, str, Path] | None:
+        """(name, version, model folder) of the last good model, if one is cached."""
+        manifest = self.root / MANIFEST
+        if not manifest.is_file():
+            return None
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+        path = Path(record["path"])
+        return (record["name"], str(record["version"]), path) if path.is_dir() else None
+
+    def _prune(self, keep: str) -> None:
+        folders = sorted(
+            (p for p in self.root.glob("v*") if p.is_dir() and p.name != f"v{keep}"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        for stale in folders[: max(0, len(folders) - (KEEP_CACHED_VERSIONS - 1))]:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+class ChampionLoader:
+    """Loads a registry version (through the disk cache) and checks it before use.
+
+    ``check(model)`` raises when the model cannot serve: it is given the loaded model and
+    should score a probe frame built from the served feature columns.
+    """
+
+    def __init__(
+        self, registry: Registry, cache: ModelDiskCache, check: Callable[[LoadedModel], None]
+    ) -> None:
+        self.registry = registry
+        self.cache = cache
+        self.check = check
+
+    def champion_version(self) -> str | None:
+        """Where ``champion`` points now (None when unset); raises when the registry is down."""
+        version = self.registry.champion_version()
+        return None if version is None else str(version.version)
+
+    def load_version(self, version: str) -> LoadedModel:
+        client = self.registry.client
+        uri = client.get_model_version_download_uri(self.registry.model_name, version)
+        folder = self.cache.folder(version)
+        shutil.rmtree(folder, ignore_errors=True)  # never load half of an earlier download
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+        model = self._load(self.registry.model_name, version, path, SOURCE_REGISTRY)
+        self.cache.remember(model, path)
+        return model
+
+    def load_cached(self) -> LoadedModel | None:
+        cached = self.cache.last_loaded()
+        if cached is None:
+            return None
+        name, version, path = cached
+        return self._load(name, version, path, SOURCE_DISK_CACHE)
+
+    def _load(self, name: str, version: str, path: Path, source: str) -> LoadedModel:
+        pyfunc = mlflow.pyfunc.load_model(str(path))
+        model = LoadedModel(name, version, source, pyfunc, model_feature_columns(pyfunc))
+        self.check(model)
+        return model
+
+
+@dataclass
+class ChampionStatus:
+    """What /readyz reports about the registry (its ``registry`` section)."""
+
+    reachable: bool | None = None  # None: not asked yet
+    error: str | None = None
+    champion_version: str | None = None  # where the alias pointed when last asked
+    refused_versions: dict[str, str] = field(default_factory=dict)  # version -> why refused
+    last_poll: str | None = None
+
+
+class ChampionHolder:
+    """The model in use (``current``), following the ``champion`` alias when polled.
+
+    ``on_swap(model)`` is called after each successful swap, ``on_refused(version, error)``
+    after a version fails to load (the metrics hooks).
+    """
+
+    def __init__(
+        self,
+        loader: ChampionLoader,
+        on_swap: Callable[[LoadedModel], None] = lambda model: None,
+        on_refused: Callable[[str, Exception], None] = lambda version, error: None,
+    ) -> None:
+        self.loader = loader
+        self.current: LoadedModel | None = None
+        self.status = ChampionStatus()
+        self.start_note: str | None = None  # how start-up went when not from the registry
+        self._on_swap = on_swap
+        self._on_refused = on_refused
+
+    # ---- start-up ----
+    def load_initial(self) -> LoadedModel | None:
+        """The champion from the registry; else the last good model on disk; else None."""
+        self.poll()
+        if self.current is not None:
+            return self.current
+        try:
+            cached = self.loader.load_cached()
+        except Exception as error:  # noqa: BLE001 - a corrupt cache means "popularity only"
+            logger.exception("cached champion failed to load")
+            self.start_note = f"cached model failed to load: {error}"
+            return None
+        if cached is None:
+            self.start_note = "no champion from the registry and none cached on disk"
+            return None
+        why = self.status.error or "no champion in the registry"
+        self.start_note = f"started from the disk cache ({why})"
+        self._swap(cached)
+        return cached
+
+    # ---- following the alias ----
+    def poll_once(self) -> None:
+        """Ask where ``champion`` points; load and swap when it moved. Raises if unreachable."""
+        version = self.loader.champion_version()
+        self.status.reachable, self.status.error = True, None
+        self.status.champion_version = version
+        self.status.last_poll = datetime.now(UTC).isoformat(timespec="seconds")
+        current = self.current
+        if version is None or version in self.status.refused_versions:
+            return
+        if current is not None and current.version == version:
+            return
+        try:
+            model = self.loader.load_version(version)
+        except Exception as error:  # noqa: BLE001 - a bad version must not stop the service
+            logger.exception("champion v%s refused", version)
+            self.status.refused_versions[version] = f"{type(error).__name__}: {error}"[:ERROR_CHARS]
+            self._on_refused(version, error)
+            return
+        self._swap(model)
+
+    def poll(self) -> None:
+        """``poll_once``, recording an unreachable registry instead of raising: keep serving."""
+        try:
+            self.poll_once()
+        except Exception as error:  # noqa: BLE001 - any registry failure means "keep the model"
+            self._registry_down(error)
+
+    def _registry_down(self, error: Exception) -> None:
+        if self.status.reachable is not False:
+            logger.warning("model registry unreachable: %s", error)
+        self.status.reachable = False
+        message = f"{type(error).__name__}: {error}"
+        self.status.error = f"registry unreachable: {message[:ERROR_CHARS]}"
+
+    def _swap(self, model: LoadedModel) -> None:
+        previous, self.current = self.current, model  # one assignment: readers see old or new
+        logger.info(
+            "serving %s v%s from %s (was %s)",
+            model.name,
+            model.version,
+            model.source,
+            "none" if previous is None else f"v{previous.version}",
+        )
+        self._on_swap(model)

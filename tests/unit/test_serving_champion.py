@@ -1,0 +1,119 @@
+"""Following the champion alias: when to swap, what to refuse, what to start from.
+
+A stand-in loader plays the registry (the alias moves, the registry goes down, a version
+fails to load); the integration tests do the same against a real MLflow registry.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+
+from serving.champion import (
+    SOURCE_DISK_CACHE,
+    SOURCE_REGISTRY,
+    ChampionHolder,
+    LoadedModel,
+    ModelDiskCache,
+)
+
+
+def model(version: str, source: str = SOURCE_REGISTRY) -> LoadedModel:
+    return LoadedModel("ranker", version, source, pyfunc=None, feature_columns=("x",))  # type: ignore[arg-type]
+
+
+@dataclass
+class Loader:
+    alias: str | None = "1"
+    registry_up: bool = True
+    broken: set[str] = field(default_factory=set)
+    cached: LoadedModel | None = None
+    loads: list[str] = field(default_factory=list)
+
+    def champion_version(self) -> str | None:
+        if not self.registry_up:
+            raise ConnectionError("registry down")
+        return self.alias
+
+    def load_version(self, version: str) -> LoadedModel:
+        self.loads.append(version)
+        if version in self.broken:
+            raise ValueError(f"v{version} does not score")
+        return model(version)
+
+    def load_cached(self) -> LoadedModel | None:
+        return self.cached
+
+
+def holder(loader: Loader) -> ChampionHolder:
+    swaps: list[str] = []
+    held = ChampionHolder(loader, on_swap=lambda m: swaps.append(m.version))  # type: ignore[arg-type]
+    held.swaps = swaps  # type: ignore[attr-defined]
+    return held
+
+
+def test_starts_from_the_registry_and_swaps_when_the_alias_moves():
+    loader = Loader(alias="1")
+    champion = holder(loader)
+    assert champion.load_initial().version == "1"
+
+    champion.poll_once()  # unchanged: nothing loaded again
+    loader.alias = "2"
+    champion.poll_once()
+
+    assert champion.current.version == "2"
+    assert loader.loads == ["1", "2"] and champion.swaps == ["1", "2"]
+
+
+def test_a_version_that_fails_to_load_is_refused_once_and_the_current_one_kept():
+    loader = Loader(alias="1", broken={"2"})
+    champion = holder(loader)
+    champion.load_initial()
+    loader.alias = "2"
+    champion.poll_once()
+    champion.poll_once()
+
+    assert champion.current.version == "1"
+    assert loader.loads == ["1", "2"]  # not retried until the alias moves again
+    assert "does not score" in champion.status.refused_versions["2"]
+
+
+def test_registry_down_at_start_up_starts_from_the_disk_cache_and_says_so():
+    champion = holder(Loader(registry_up=False, cached=model("3", SOURCE_DISK_CACHE)))
+
+    assert champion.load_initial().source == SOURCE_DISK_CACHE
+    assert champion.status.reachable is False
+    assert champion.start_note.startswith("started from the disk cache (registry unreachable")
+
+
+def test_registry_down_and_nothing_cached_starts_with_no_model():
+    champion = holder(Loader(registry_up=False))
+    assert champion.load_initial() is None
+    assert champion.start_note == "no champion from the registry and none cached on disk"
+
+
+def test_registry_down_while_serving_keeps_the_current_model():
+    loader = Loader(alias="1")
+    champion = holder(loader)
+    champion.load_initial()
+    loader.registry_up = False
+
+    with pytest.raises(ConnectionError):
+        champion.poll_once()
+    champion.poll()  # what the poller calls: records the outage instead of raising
+
+    assert champion.current.version == "1"
+    assert champion.status.reachable is False
+
+
+def test_disk_cache_remembers_the_last_good_model_and_prunes_old_downloads(tmp_path):
+    cache = ModelDiskCache(tmp_path)
+    for loaded_at, version in enumerate(("1", "2", "3", "4")):
+        cache.folder(version).mkdir()
+        os.utime(cache.folder(version), (loaded_at, loaded_at))  # the order they were loaded
+        cache.remember(model(version), cache.folder(version))
+
+    assert cache.last_loaded() == ("ranker", "4", cache.folder("4"))
+    assert sorted(p.name for p in tmp_path.glob("v*")) == ["v2", "v3", "v4"]
