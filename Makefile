@@ -67,7 +67,7 @@ evidently-ui: setup ## Evidently UI on http://127.0.0.1:8000 over the monitoring
 	$(BIN)/evidently ui --host 127.0.0.1 --port 8000 --workspace .state/evidently
 
 serve: setup ## Serve the champion with BentoML on http://127.0.0.1:3001 (PORT=...; after `make run`)
-	$(BIN)/python -m serving --port $(PORT)
+	$(BIN)/ranklab serve --port $(PORT)
 
 rollback: setup ## Point `champion` back at the previous champion (REASON="...")
 	$(BIN)/ranklab rollback --reason "$${REASON:?set REASON=\"why\"}"

@@ -56,6 +56,17 @@ def mlflow_ui(port: int = 5000) -> None:
 
 
 @app.command()
+def serve(
+    port: int = typer.Option(3001, help="Port on 127.0.0.1 (Dagster's UI keeps 3000)."),
+    workers: int = typer.Option(None, help="Server workers (default: the serving settings)."),
+) -> None:
+    """Serve the champion (POST /rank) with BentoML; Ctrl-C stops it gracefully."""
+    from serving.launch import exec_server
+
+    exec_server(port=port, host="127.0.0.1", workers=workers)
+
+
+@app.command()
 def simulate(
     scenario: str = typer.Option("none", help="Drift scenario (see monitoring/scenarios.py)."),
     days: int = typer.Option(3, min=1, help="Simulated days after the training window."),

@@ -19,6 +19,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import bentoml
+
 from serving.config import API_KEY_HEADER, get_serving_settings
 
 Scope = MutableMapping[str, Any]
@@ -98,8 +100,6 @@ class ReadinessDetail:
         if scope["type"] != "http" or scope["path"] != "/readyz":
             await self.app(scope, receive, send)
             return
-        import bentoml
-
         try:
             runtime = bentoml.get_current_service().runtime
         except Exception:  # noqa: BLE001 - no service instance yet: starting up

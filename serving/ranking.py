@@ -1,7 +1,7 @@
 """One ranking request, scored by the best path available: the champion, else popularity.
 
-This is the request path without HTTP (the BentoML service in ``serving/service.py`` is a
-thin shell over it, and the benchmark's in-process floor calls it directly):
+This is the request path without HTTP (``serving/runtime.py`` adds the response, metrics and
+log; ``serving/service.py`` the HTTP shell):
 
 1. read the online features, within ``feature_timeout`` (one feature thread);
 2. score them with the current champion, within ``model_timeout`` (one model thread);

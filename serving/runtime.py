@@ -2,9 +2,9 @@
 
 ``RankingRuntime.start`` wires the parts together in the order a failure should be found:
 the popularity fallback (always available), the online feature reader, the champion
-(registry, else disk cache, else none), then the background threads (alias polling,
-prediction log). ``serving/service.py`` wraps it in a BentoML service; the benchmark's
-in-process floor and the unit tests call it directly.
+(registry, else disk cache, else none), the item-cache warm-up, then the background
+threads (the poller: alias, fallback table, item cache, gauges; the prediction log).
+``serving/service.py`` wraps it in a BentoML service; nothing here knows about HTTP.
 """
 
 from __future__ import annotations
