@@ -96,9 +96,9 @@ def generate_marketplace(
 
     users = _users(sizes["users"], start, end, rngs[0])
     items = _items(sizes["items"], start, end, rngs[1])
-    sessions = _sessions(users, sizes["sessions"], start, data.n_days, rngs[2])
+    sessions = draw_sessions(users, sizes["sessions"], start, data.n_days, rngs[2])
     shown = _impressions(sessions, users, items, data, click_model, rngs[3])
-    clicks = _clicks(shown, sessions, click_model, end, rngs[4])
+    clicks = draw_clicks(shown, sessions, click_model, end, rngs[4])
     impressions = shown[[SESSION_ID, ITEM_ID, POSITION, TRUE_UTILITY, TRUE_RELEVANCE]]
     return {
         "users": users,
@@ -194,10 +194,11 @@ def _session_times(
     return start + pd.to_timedelta(seconds, unit="s")
 
 
-def _sessions(
+def draw_sessions(
     users: pd.DataFrame, n: int, start: pd.Timestamp, n_days: int, rng: np.random.Generator
 ) -> pd.DataFrame:
-    """Sessions in time order: who searches, when, on which device, for which category."""
+    """Sessions in time order: who searches, when, on which device, for which category.
+    Ids are row numbers from 0. Public: the traffic simulator draws more of the same world."""
     ts = _session_times(n, start, n_days, rng)
     user = _active_users(users, ts, rng)
     preferred = users["preferred_device"].to_numpy()[user]
@@ -251,7 +252,7 @@ def _impressions(
 
     Keeps the session's device as a helper column for the click draw.
     """
-    session_row, item_row = _retrieve(sessions, items, data, rng)
+    session_row, item_row = draw_candidates(sessions, items, data, rng)
     # One row per impression of only the columns the truth reads: at scale 10 these frames
     # have 1.5 million rows. Ids are row numbers here, so ids index rows directly.
     context = sessions.iloc[session_row].reset_index(drop=True)
@@ -297,7 +298,7 @@ def _logging_score(
     )
 
 
-def _retrieve(
+def draw_candidates(
     sessions: pd.DataFrame, items: pd.DataFrame, data: DataSettings, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate slates: (session row, item row) pairs, grouped by session, no repeats.
@@ -356,7 +357,7 @@ def _smallest_keys(key: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 # ---- clicks ----
-def _clicks(
+def draw_clicks(
     shown: pd.DataFrame,
     sessions: pd.DataFrame,
     click_model: ClickModel,
@@ -367,6 +368,8 @@ def _clicks(
 
     A click comes a few seconds to minutes after the session starts, later for lower
     positions (users scroll); clipped just before ``end`` so no event lies in the future.
+    ``shown`` holds session_id, item_id, position, true_utility and device; its session ids
+    must be row numbers of ``sessions``, as ``draw_sessions`` gives them.
     """
     p_click = click_model.click_probability(
         shown[TRUE_UTILITY].to_numpy(), shown[POSITION].to_numpy(), shown[DEVICE]
@@ -387,35 +390,6 @@ def _clicks(
             PURCHASED: purchased,
         }
     )
-
-
-# ---- more of the same world: the traffic simulator's hooks (monitoring/traffic.py) ----
-def draw_sessions(
-    users: pd.DataFrame, n_sessions: int, start: pd.Timestamp, n_days: int, rng: np.random.Generator
-) -> pd.DataFrame:
-    """``n_sessions`` sessions over ``n_days`` from ``start``, drawn exactly as the logged ones
-    (time of day, activity, device, query). Ids are row numbers from 0."""
-    return _sessions(users, n_sessions, start, n_days, rng)
-
-
-def draw_candidates(
-    sessions: pd.DataFrame, items: pd.DataFrame, data: DataSettings, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Retrieval for ``sessions``: (session row, item row) pairs grouped by session, unordered."""
-    return _retrieve(sessions, items, data, rng)
-
-
-def draw_clicks(
-    shown: pd.DataFrame,
-    sessions: pd.DataFrame,
-    click_model: ClickModel,
-    end: pd.Timestamp,
-    rng: np.random.Generator,
-) -> pd.DataFrame:
-    """Clicks and purchases on ``shown`` (session_id, item_id, position, true_utility, device)
-    under the position-based model, before ``end``. Session ids must be row numbers of
-    ``sessions``, as ``draw_sessions`` gives them."""
-    return _clicks(shown, sessions, click_model, end, rng)
 
 
 # ---- files ----
