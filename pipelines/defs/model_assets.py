@@ -3,12 +3,11 @@ on the test days, log the candidate to MLflow, and let the gate alone decide `ch
 
 import dagster as dg
 
-from features.store import RANKER_V1
 from models import experiment, gate, train
 from models.evaluation import ModelEvaluation
 from models.model_card import TrainingSummary, write_model_card
 from models.registry import Lineage, LoggedRanker
-from pipelines.defs.resources import FeatureStoreResource, ModelRegistryResource, SettingsResource
+from pipelines.defs.resources import ModelRegistryResource, SettingsResource
 from ranklab.schema import TrainingSet
 
 
@@ -56,15 +55,15 @@ def candidate_model(
     trained_models: dict[str, object],
     model_evaluation: dict[str, ModelEvaluation],
     model_registry: ModelRegistryResource,
-    feature_store: FeatureStoreResource,
     settings: SettingsResource,
 ) -> LoggedRanker:
     """The candidate ranker logged to MLflow (params, metrics, slices, plots, lineage) and
     registered as a new version of `ranker`, with no alias: only the gate gives one."""
     name = train.candidate_name(trained_models)
     ranker = trained_models[name]
-    views = sorted(v.name for v in feature_store.store().list_feature_views())
-    lineage = Lineage.of(training_data, views, RANKER_V1)
+    # Lineage names what the training set was built from, not whatever the store holds now.
+    meta = training_data.metadata
+    lineage = Lineage.of(training_data, meta["feature_views"], meta["feature_service"])
     plots = sorted((settings.get().reports_dir / "evaluation").glob("*.png"))
     logged = model_registry.registry().log_training_run(
         ranker,
