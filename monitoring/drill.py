@@ -28,8 +28,10 @@ class ChampionScorer:
     """The registered champion as the simulator calls it: a frame in, a score per row out."""
 
     def __init__(self, registry: Registry) -> None:
-        self.model = registry.load("champion")
+        # Resolve the alias once and load that version, so the name and the model agree
+        # even if `champion` moves meanwhile.
         self.version = str(registry.champion_version().version)
+        self.model = registry.load(self.version)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return score(self.model, frame, who=f"champion v{self.version}")
