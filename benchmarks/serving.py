@@ -1,12 +1,15 @@
 """Serving speed: the BentoML service, ``mlflow models serve``, and in-process scoring.
 
     python -m benchmarks.serving [--seconds 60] [--concurrency 1 8 32] [--workers 2]
+                                 [--baseline-tree DIR]
 
 Needs a state with a champion (``make run``). Every request ranks 100 candidates for one
 user. A closed-loop load generator (one asyncio process, keep-alive connections, one
 request in flight per connection) runs on the same machine, over loopback, for
 ``--seconds`` per point or ``--max-requests``, whichever comes first. It reports throughput
-and p50/p95/p99 latency, and counts every non-200 answer as an error.
+and p50/p95/p99 latency, counts every non-200 answer as an error, and reads the server's CPU
+time (all its processes) before and after each point: CPU ms per request is the figure that
+other jobs on a shared machine disturb least, so compare code changes with it.
 
 What is measured:
 - ``bentoml``: the service as ``make serve`` starts it (item-feature cache on);
@@ -17,7 +20,10 @@ What is measured:
   precomputed features of the same requests (``dataframe_split``): no feature lookup at all;
 - ``in-process``: the serving feature reader (cached) and the model called in a loop, no
   HTTP: the floor the service's own overhead is measured against; and Feast's SDK path
-  (``features.store.online_features``, uncached) for reference.
+  (``features.store.online_features``, uncached) for reference;
+- ``bentoml, baseline tree`` (with ``--baseline-tree DIR``): the same service from another
+  checkout (``git worktree add /tmp/before HEAD~1``), measured right after the first, so a
+  change is compared with what it replaces in one run, on the same machine state.
 
 Results go to ``<state>/reports/serving_benchmark.md`` and are printed.
 """
@@ -44,6 +50,7 @@ import aiohttp
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 
 from features.aggregates import ITEM_STATS, feature_table_path
 from features.feature_repo.feature_services import RANKER_V1
@@ -51,7 +58,7 @@ from features.store import feature_store, online_features
 from models.registry import Registry
 from ranklab.io import write_text
 from ranklab.schema import SESSION_ID
-from ranklab.settings import Settings, get_settings
+from ranklab.settings import REPO_ROOT, Settings, get_settings
 from serving.champion import LoadedModel, model_feature_columns
 from serving.fallback import newest_snapshot
 from serving.launch import server_command, server_env
@@ -61,6 +68,7 @@ FALLBACK_MARK = b'"served_by":"fallback:'  # in a ranking response not served by
 CANDIDATES = 100
 DISTINCT_REQUESTS = 256  # request bodies cycled through: many users, varied candidates
 SEED = 0
+SERVICE_FILE = "serving/service.py"  # what makes a folder a checkout --baseline-tree can serve
 
 
 @dataclass(frozen=True)
@@ -74,10 +82,15 @@ class Point:
     seconds: float
     latencies_ms: np.ndarray
     fallbacks: int = 0  # answered, but not by the champion (the service under load sheds to it)
+    cpu_seconds: float = float("nan")  # the server's CPU (or the in-process loop's) over the point
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1e3 * self.cpu_seconds / self.requests if self.requests else float("nan")
 
     def percentile(self, q: float) -> float:
         return (
@@ -88,7 +101,8 @@ class Point:
         p50, p95, p99 = (self.percentile(q) for q in (50, 95, 99))
         return (
             f"| {self.server} | {self.concurrency} | {self.throughput:,.0f} | {p50:.1f} | "
-            f"{p95:.1f} | {p99:.1f} | {self.errors} | {self.fallbacks} |"
+            f"{p95:.1f} | {p99:.1f} | {self.errors} | {self.fallbacks} | "
+            f"{self.cpu_ms_per_request:.2f} |"
         )
 
 
@@ -147,7 +161,13 @@ async def closed_loop(
 
 
 async def measure_http(
-    name: str, url: str, bodies: list[bytes], concurrency: int, seconds: float, max_requests: int
+    name: str,
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    seconds: float,
+    max_requests: int,
+    server_pid: int | None = None,
 ) -> Point:
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     headers = {"content-type": "application/json"}
@@ -165,7 +185,9 @@ async def measure_http(
 
         for index in range(min(50, len(bodies))):  # warm-up: connections, caches
             await send(index)
+        cpu_before = server_cpu_seconds(server_pid)
         latencies, outcomes, elapsed = await closed_loop(send, concurrency, seconds, max_requests)
+        cpu = server_cpu_seconds(server_pid) - cpu_before
     return Point(
         name,
         concurrency,
@@ -174,7 +196,23 @@ async def measure_http(
         elapsed,
         np.asarray(latencies),
         outcomes["fallback"],
+        cpu,
     )
+
+
+def server_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a server and every process under it (its workers)."""
+    if pid is None:
+        return float("nan")
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # a worker that exited during the point
+        total += times.user + times.system
+    return total
 
 
 def measure_in_process(
@@ -187,24 +225,28 @@ def measure_in_process(
     for body in bodies[:20]:
         score(body)
     latencies, deadline, started = [], time.perf_counter() + seconds, time.perf_counter()
+    cpu_before = time.thread_time()
     while time.perf_counter() < deadline and len(latencies) < max_requests:
         body = bodies[len(latencies) % len(bodies)]
         t0 = time.perf_counter()
         score(body)
         latencies.append((time.perf_counter() - t0) * 1e3)
-    return Point(name, 1, len(latencies), 0, time.perf_counter() - started, np.asarray(latencies))
+    elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_before
+    return Point(name, 1, len(latencies), 0, elapsed, np.asarray(latencies), 0, cpu)
 
 
 # ---- the servers ----
 @contextmanager
-def running(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+def running(
+    command: list[str], env: dict[str, str], ready_url: str, log: Path
+) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as output:
         process = subprocess.Popen(
             command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             wait_ready(ready_url, process, log)
-            yield
+            yield process
         finally:
             process.terminate()
             try:
@@ -235,16 +277,23 @@ def free_port() -> int:
 
 
 def bentoml_points(
-    name: str, state_dir: Path, workers: int, bodies: list[bytes], args, log_dir: Path, **env: str
+    name: str,
+    state_dir: Path,
+    workers: int,
+    bodies: list[bytes],
+    args,
+    log_dir: Path,
+    working_dir: Path = REPO_ROOT,
+    **env: str,
 ) -> list[Point]:
     port = free_port()
     environment = server_env(workers=workers, RANKLAB_STATE_DIR=str(state_dir), **env)
     with running(
-        server_command(port),
+        server_command(port, working_dir=working_dir),
         environment,
         f"http://127.0.0.1:{port}/readyz",
         log_dir / f"{name}.log",
-    ):
+    ) as server:
         return [
             asyncio.run(
                 measure_http(
@@ -254,6 +303,7 @@ def bentoml_points(
                     c,
                     args.seconds,
                     args.max_requests,
+                    server.pid,
                 )
             )
             for c in args.concurrency
@@ -277,7 +327,7 @@ def mlflow_points(
         "MKL_NUM_THREADS": "1",
     }
     name = "mlflow models serve"
-    with running(command, env, f"http://127.0.0.1:{port}/ping", log_dir / "mlflow.log"):
+    with running(command, env, f"http://127.0.0.1:{port}/ping", log_dir / "mlflow.log") as server:
         return [
             asyncio.run(
                 measure_http(
@@ -287,6 +337,7 @@ def mlflow_points(
                     c,
                     args.seconds,
                     args.max_requests,
+                    server.pid,
                 )
             )
             for c in args.concurrency
@@ -360,14 +411,16 @@ def mlflow_bodies(settings: Settings, bodies: list[dict], model_columns: list[st
 # ---- the report ----
 def report(points: list[Point], args, started: float) -> str:
     header = (
-        "| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | fallbacks |\n"
-        "|---|---|---|---|---|---|---|---|"
+        "| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | fallbacks "
+        "| CPU ms/request |\n|---|---|---|---|---|---|---|---|---|"
     )
     lines = [
         f"# Serving benchmark ({CANDIDATES} candidates per request)",
         "",
         f"{os.cpu_count()} CPU cores, load generator on the same machine, {args.seconds:.0f} s per "
-        f"point, {args.workers} server worker(s); run took {time.time() - started:.0f} s.",
+        f"point, {args.workers} server worker(s); run took {time.time() - started:.0f} s. "
+        "CPU ms/request: CPU time of the server's processes (in-process rows: of the loop) "
+        "per request, the least noisy figure on a shared machine.",
         "",
         header,
         *(point.row() for point in points),
@@ -431,7 +484,16 @@ def main() -> None:
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["mlflow", "no-cache", "fallback", "in-process"]
     )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help="Another checkout of the repository: its service is measured too, for a "
+        "before/after comparison in one run.",
+    )
     args = parser.parse_args()
+    if args.baseline_tree is not None and not (args.baseline_tree / SERVICE_FILE).is_file():
+        parser.error(f"--baseline-tree {args.baseline_tree}: no {SERVICE_FILE} there")
 
     settings = get_settings() if args.state_dir is None else get_settings(state_dir=args.state_dir)
     version = Registry(settings).champion_version()
@@ -445,6 +507,9 @@ def main() -> None:
     if "in-process" not in args.skip:
         points += in_process_points(settings, bodies, args)
     points += bentoml_points("bentoml", settings.root, args.workers, encoded, args, log_dir)
+    if args.baseline_tree is not None:
+        points += bentoml_points("bentoml, baseline tree", settings.root, args.workers, encoded,
+                                 args, log_dir, working_dir=args.baseline_tree.resolve())  # fmt: skip
     if "no-cache" not in args.skip:
         no_cache = argparse.Namespace(**{**vars(args), "concurrency": [8]})
         points += bentoml_points("bentoml, no item cache", settings.root, args.workers, encoded, no_cache,

@@ -71,9 +71,30 @@ class RankerModel(mlflow.pyfunc.PythonModel):
                 f"ranker pyfunc: expected a pandas DataFrame, got {type(model_input).__name__}"
             )
         require_features(model_input, self.input_columns, who="ranker pyfunc")
+        ranker = self._loaded()
+        return np.asarray(ranker.predict(model_input[self.input_columns]), dtype=float)
+
+    def predict_session(self, features: np.ndarray) -> np.ndarray:
+        """One score per row of ``features``: ONE session's items, [n, F], F in the ranker's
+        ``feature_columns`` order (the signature's order without ``session_id``).
+
+        The serving path (``serving/champion.py``; a request is one session). It is not part
+        of MLflow's contract: ``predict`` stays the reference, and the scores are equal. A
+        ranker with its own single-session path (``ListwiseRanker.predict_session``) skips the
+        DataFrame; any other gets the one-session frame ``predict`` would be given.
+        """
+        ranker = self._loaded()
+        own_path = getattr(ranker, "predict_session", None)
+        if own_path is not None:
+            return np.asarray(own_path(features), dtype=float)
+        frame = pd.DataFrame(np.asarray(features, dtype=float), columns=self.input_columns[1:])
+        frame.insert(0, SESSION_ID, np.zeros(len(frame), dtype=np.int64))
+        return np.asarray(ranker.predict(frame), dtype=float)
+
+    def _loaded(self) -> Ranker:
         if self.ranker_ is None:
             raise RuntimeError("ranker pyfunc: load it with mlflow.pyfunc.load_model first")
-        return np.asarray(self.ranker_.predict(model_input[self.input_columns]), dtype=float)
+        return self.ranker_
 
 
 def input_columns(feature_columns: list[str]) -> list[str]:

@@ -370,6 +370,36 @@ class ListwiseRanker:
         out[slates.rows[slates.mask.numpy()]] = scores[slates.mask.numpy()]
         return out
 
+    def predict_session(self, features: np.ndarray) -> np.ndarray:
+        """Scores of ONE session's items: ``features`` is [n, F] in ``feature_columns`` order.
+
+        The serving path (a request is one session). It runs the same scaler and network as
+        ``predict`` on the same [1, n, F] slate ``to_slates`` builds for one session, so the
+        scores are bit-for-bit equal; it skips what only a multi-session frame needs (column
+        checks, ``factorize`` and ``groupby`` to regroup rows): ~2 ms of pandas around a
+        ~0.1 ms network on a 100-item request.
+        """
+        if not hasattr(self, "network_"):
+            raise RuntimeError(f"{self.name}: call fit before predict_session")
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.feature_columns):
+            raise ValueError(
+                f"{self.name}: predict_session takes an [items, {len(self.feature_columns)}] "
+                f"matrix in feature_columns order, got shape {x.shape}"
+            )
+        if len(x) == 0:
+            return np.empty(0)
+        # C order, as ``to_slates`` lays the slate out: torch sums and multiplies a strided
+        # (column-major) tensor in another order, which changes the last bits of the scores.
+        scaled = np.ascontiguousarray(self.scaler_.transform(x))
+        slate = torch.from_numpy(scaled).unsqueeze(0)  # [1, n, F]
+        mask = torch.ones(slate.shape[:2], dtype=torch.bool)  # [1, n]: no padding
+        if self.network_.training:  # fit leaves it in eval mode; walking the modules costs 10%
+            self.network_.eval()
+        with torch_threads(TORCH_THREADS), torch.no_grad():
+            scores = self.network_(self._inputs(slate, mask))[0]  # [n]
+        return scores.numpy().astype(np.float64)
+
     # -- internals --
 
     def _slates(self, frame: pd.DataFrame, targets: np.ndarray) -> Slates:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +68,54 @@ class MlflowSettings(_Section):
     )
 
 
+class ServingSettings(_Section):
+    """How the ranking service behaves (``serving/``); every time budget is per request."""
+
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, every request but the probes and /metrics must send it in the "
+        "'x-api-key' header (401 otherwise).",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="Largest request body accepted (413 above). 1000 candidates take ~12 KiB.",
+    )
+    feature_timeout_ms: float = Field(
+        100.0,
+        gt=0,
+        description="Budget for the online-store read; past it the request falls back "
+        "(a locked or slow store). Well above the ~5 ms an uncached 100-item read takes.",
+    )
+    model_timeout_ms: float = Field(
+        100.0,
+        gt=0,
+        description="Budget for scoring with the champion; past it the request falls back.",
+    )
+    champion_poll_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often the registry is asked where `champion` points. A rollback is "
+        "served within this plus the load time (~1 s), inside the 10 s promise.",
+    )
+    item_cache_ttl_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How long an item's stored features are reused without reading the online "
+        "store: the staleness allowed after a materialization (0 turns the cache off). Item "
+        "features are daily snapshots, so a minute is invisible to the model.",
+    )
+    item_cache_max_items: int = Field(
+        200_000, gt=0, description="Items held in the feature cache at most (oldest dropped)."
+    )
+    log_flush_seconds: float = Field(
+        2.0, gt=0, description="How often the prediction log writes its buffered rows."
+    )
+    log_flush_rows: int = Field(
+        5_000, gt=0, description="Rows that trigger a prediction-log write before the interval."
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable in ranklab. Frozen: derive a changed copy with ``model_copy``."""
 
@@ -91,6 +139,7 @@ class Settings(BaseSettings):
     split: SplitSettings = SplitSettings()
     feast: FeastSettings = FeastSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    serving: ServingSettings = ServingSettings()
 
     # ---- derived locations (pure functions of state_dir; nothing is created here) ----
     @property

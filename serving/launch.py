@@ -10,6 +10,10 @@
   run the model are created before ``__init__`` runs.
 - ``BENTOML_DO_NOT_TRACK``: no usage analytics from an offline machine.
 - ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false``: no progress bars in the server log.
+- ``BENTOML_HOME`` under the state folder: BentoML keeps its Prometheus multiprocess files
+  in ``$BENTOML_HOME/prometheus_multiproc_dir`` and clears them at start-up, so two servers
+  sharing the default ``~/bentoml`` (a test beside ``make serve``) count each other's
+  requests, or wipe them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ranklab.settings import REPO_ROOT
+from ranklab.settings import REPO_ROOT, get_settings
 
 SERVICE = "serving.service:RankingService"
 DEFAULT_HOST = "127.0.0.1"
@@ -34,8 +38,14 @@ SERVER_ENVIRONMENT = {
 }
 
 
-def server_command(port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> list[str]:
-    """``bentoml serve`` for the ranking service, from the repository root."""
+def server_command(
+    port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, working_dir: Path = REPO_ROOT
+) -> list[str]:
+    """``bentoml serve`` for the ranking service, from the repository root.
+
+    ``working_dir``: another checkout of the repository to serve its code instead (the
+    serving benchmark's before/after comparison); it goes first on the server's import path.
+    """
     bentoml = Path(sys.executable).with_name("bentoml")
     return [
         str(bentoml),
@@ -46,7 +56,7 @@ def server_command(port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> list[s
         "--port",
         str(port),
         "--working-dir",
-        str(REPO_ROOT),
+        str(working_dir),
     ]
 
 
@@ -65,7 +75,16 @@ def server_env(
             raise ValueError(f"workers must be >= 1, got {workers}")
         env["BENTOML_CONFIG_OPTIONS"] = f"services.ranking.workers={workers}"
     env.update(extra)
+    env.setdefault("BENTOML_HOME", str(_state_dir(env) / "bentoml"))
     return env
+
+
+def _state_dir(env: Mapping[str, str]) -> Path:
+    """The state folder the server will use: ``RANKLAB_STATE_DIR`` in its environment, else
+    the settings' default."""
+    if env.get("RANKLAB_STATE_DIR"):
+        return Path(env["RANKLAB_STATE_DIR"]).expanduser().resolve()
+    return get_settings().root
 
 
 def exec_server(

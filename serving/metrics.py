@@ -7,6 +7,7 @@
 - ``ranklab_served_model_info{model_name,version,source}``: 1 for the model in use.
 - ``ranklab_model_loads_total{outcome}``: champion versions loaded or refused.
 - ``ranklab_prediction_log_rows_written_total`` and ``ranklab_prediction_log_pending``.
+- ``ranklab_experiment_requests_total{experiment,arm,served_by}``: requests by A/B arm.
 
 ``prometheus_client`` is imported when ``ServingMetrics`` is built, not when this module is
 imported: BentoML sets ``PROMETHEUS_MULTIPROC_DIR`` in each worker after importing the
@@ -83,6 +84,12 @@ class ServingMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.experiment_requests = Counter(
+            "ranklab_experiment_requests",
+            "Ranking requests in a running A/B experiment, by arm and how they were served.",
+            ["experiment", "arm", "served_by"],
+            registry=registry,
+        )
         self._served: tuple[str, str, str] | None = None
 
     def observe_request(self, served_by: str, reason: str | None, seconds: float) -> None:
@@ -90,6 +97,9 @@ class ServingMetrics:
         self.latency.labels(served_by=served_by).observe(seconds)
         if reason is not None:
             self.fallbacks.labels(reason=reason).inc()
+
+    def observe_exposure(self, experiment: str, arm: str, served_by: str) -> None:
+        self.experiment_requests.labels(experiment=experiment, arm=arm, served_by=served_by).inc()
 
     def observe_cold_start(self, cold_user: bool, cold_items: int) -> None:
         if cold_user:

@@ -21,7 +21,7 @@ from typing import Any
 
 import bentoml
 
-from serving.config import API_KEY_HEADER, get_serving_settings
+from ranklab.settings import get_settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,6 +29,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+API_KEY_HEADER = "x-api-key"  # where RANKLAB_SERVING__API_KEY is expected
 OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
 JSON_MEDIA_TYPE = "application/json"
 
@@ -38,7 +39,7 @@ class RequestGuard:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        serving = get_serving_settings()  # built in the worker, when the app is assembled
+        serving = get_settings().serving  # built in the worker, when the app is assembled
         self.api_key = None if serving.api_key is None else serving.api_key.get_secret_value()
         self.max_body_bytes = serving.max_body_bytes
 

@@ -8,9 +8,10 @@ the same Feast definitions, with three differences that make a request ~20x chea
    seconds (``ItemFeatureCache``). They are daily snapshots, so the cache allows at most
    ``ttl`` seconds of staleness after a materialization. Per request only the user's rows
    are read: one Feast call.
-2. The request-time features come from the Feast on-demand feature view's own
-   transformation (``odfv.feature_transformation.transform``) applied to the raw inputs the
-   view declares, skipping the SDK's Arrow round trip (~3 ms) but not the code.
+2. The request-time features come from the numpy function the Feast on-demand view's own
+   pandas function calls (``features/feature_repo/ranking_context.py``), applied to the raw
+   inputs the view declares: the SDK's Arrow round trip (~3 ms) and the pandas frames
+   (~0.5 ms) are skipped, the code is not.
 3. Defaults are filled on a numpy matrix instead of column by column in pandas.
 
 ``tests/integration/test_serving_features.py`` proves the frames equal Feast's, cache on
@@ -39,6 +40,7 @@ from feast import FeatureService, FeatureStore, OnDemandFeatureView
 
 from features import aggregates
 from features.feature_repo.feature_views import SPECS
+from features.feature_repo.on_demand import ARRAY_TRANSFORMS
 from features.store import FEATURE_DEFAULTS, feature_names
 from ranklab import schema
 
@@ -216,20 +218,28 @@ class OnlineFeatureReader:
     def _on_demand(
         self, raw: np.ndarray, items: list[ItemRow | None], query_category: str
     ) -> dict[str, np.ndarray]:
-        """Each on-demand view's outputs, computed by the view's own transformation from the
-        inputs it declares (raw stored values, the item's category, the request), then
-        defaults filled as ``features.store.fill_defaults`` does."""
+        """Each on-demand view's outputs from the inputs it declares (raw stored values, the
+        item's category, the request), then defaults filled as ``features.store.fill_defaults``
+        does.
+
+        A view listed in ``ARRAY_TRANSFORMS`` is computed by the numpy function its own pandas
+        function calls (the same values, ~10x cheaper); any other by the view's transformation.
+        """
         available = {
             **dict(zip(STORED_COLUMNS, np.ascontiguousarray(raw.T), strict=True)),
-            CATEGORY: [None if row is None else row.category for row in items],
-            schema.QUERY_CATEGORY: [query_category] * len(items),
+            CATEGORY: np.array([None if row is None else row.category for row in items], object),
+            schema.QUERY_CATEGORY: np.full(len(items), query_category, dtype=object),
         }
         outputs: dict[str, np.ndarray] = {}
         for odfv in self._odfvs:
-            inputs = pd.DataFrame({name: available[name] for name in self._odfv_inputs[odfv.name]})
-            transformed = odfv.feature_transformation.transform(inputs)
-            for name in transformed.columns:
-                values = _as_float(transformed[name])
+            inputs = {name: available[name] for name in self._odfv_inputs[odfv.name]}
+            if odfv.name in ARRAY_TRANSFORMS:
+                transformed = ARRAY_TRANSFORMS[odfv.name](inputs)
+            else:
+                frame = odfv.feature_transformation.transform(pd.DataFrame(inputs))
+                transformed = {name: frame[name] for name in frame.columns}
+            for name, column in transformed.items():
+                values = _as_float(column)
                 outputs[name] = np.where(np.isnan(values), float(FEATURE_DEFAULTS[name]), values)
         return outputs
 
@@ -334,10 +344,10 @@ def _present_rows(
     return rows
 
 
-def _as_float(column: pd.Series) -> np.ndarray:
+def _as_float(column: pd.Series | np.ndarray) -> np.ndarray:
     """A transformation output as float64, None and NaN alike as NaN."""
     if isinstance(column.dtype, np.dtype) and column.dtype.kind in "biuf":
-        return column.to_numpy(dtype=np.float64)  # the common case, without a copy per value
+        return np.asarray(column, dtype=np.float64)  # the common case, without a copy per value
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 

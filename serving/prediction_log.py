@@ -66,7 +66,8 @@ class PredictionRecord:
     cold_items: list[int]
     feature_names: tuple[str, ...] = ()
     features: np.ndarray | None = None  # float64 (n_candidates, n_features); None: not read
-    experiment_arm: str | None = None
+    experiment: str | None = None  # the A/B experiment's name; None: no experiment ran
+    experiment_arm: str | None = None  # the exposure record: the arm that served this user
 
 
 SCHEMA = pa.schema(
@@ -86,6 +87,7 @@ SCHEMA = pa.schema(
         ("latency_ms", pa.float64()),
         ("cold_user", pa.bool_()),
         ("cold_items", pa.list_(pa.int64())),
+        ("experiment", pa.string()),
         ("experiment_arm", pa.string()),
         ("feature_names", pa.list_(pa.string())),
         ("features", pa.list_(pa.list_(pa.float64()))),
@@ -112,6 +114,7 @@ _SCALAR_FIELDS = (
     "served_by",
     "latency_ms",
     "cold_user",
+    "experiment",
     "experiment_arm",
 )
 

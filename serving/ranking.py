@@ -69,8 +69,16 @@ class RankingEngine:
         self._feature_thread = ThreadPoolExecutor(1, thread_name_prefix="online-features")
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
 
-    async def score(self, user_id: int, query_category: str, candidates: Sequence[int]) -> Scored:
-        model = self.champion.current  # read once: a swap mid-request does not affect it
+    async def score(
+        self,
+        user_id: int,
+        query_category: str,
+        candidates: Sequence[int],
+        holder: ChampionHolder | None = None,
+    ) -> Scored:
+        """Score with ``holder``'s model (an experiment arm's; default: the champion)."""
+        holder = self.champion if holder is None else holder
+        model = holder.current  # read once: a swap mid-request does not affect it
         if model is None:
             return self._fallback(candidates, FallbackReason.NO_MODEL, None)
         try:

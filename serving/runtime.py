@@ -27,6 +27,7 @@ from features.feature_repo.feature_services import RANKER_V1
 from features.store import FEATURE_DEFAULTS, feature_store
 from models.registry import Registry
 from ranklab.settings import Settings
+from serving.arms import ExperimentRouter, arm_holder_factory
 from serving.champion import (
     ChampionHolder,
     ChampionLoader,
@@ -34,7 +35,7 @@ from serving.champion import (
     LoadedModel,
     ModelDiskCache,
 )
-from serving.config import ServingSettings
+from serving.experiment import experiment_path
 from serving.fallback import PopularityFallback
 from serving.metrics import ServingMetrics
 from serving.online_features import ItemFeatureCache, OnlineFeatureReader
@@ -64,8 +65,10 @@ class RankingRuntime:
         popularity: PopularityFallback,
         metrics: ServingMetrics,
         log: PredictionLog,
+        experiments: ExperimentRouter,
     ) -> None:
         self.engine = engine
+        self.experiments = experiments
         self.champion = champion
         self.popularity = popularity
         self.metrics = metrics
@@ -73,9 +76,8 @@ class RankingRuntime:
         self.poller: Poller | None = None
 
     @classmethod
-    def start(
-        cls, settings: Settings, serving: ServingSettings, metrics: ServingMetrics | None = None
-    ) -> RankingRuntime:
+    def start(cls, settings: Settings, metrics: ServingMetrics | None = None) -> RankingRuntime:
+        serving = settings.serving
         metrics = metrics or ServingMetrics()
         popularity = PopularityFallback.for_settings(settings).load()
         cache = ItemFeatureCache(serving.item_cache_ttl_seconds, serving.item_cache_max_items)
@@ -83,6 +85,8 @@ class RankingRuntime:
         champion = _follow_champion(settings, reader.feature_columns, metrics)
         if champion.load_initial() is None:
             metrics.set_served_model(popularity.name, popularity.version, "none")
+        experiments = _experiment_router(settings, reader.feature_columns, champion)
+        experiments.refresh()  # an experiment running at start-up applies to the first request
         log = PredictionLog(
             settings.root / "predictions",
             flush_seconds=serving.log_flush_seconds,
@@ -97,9 +101,10 @@ class RankingRuntime:
             model_timeout_s=serving.model_timeout_ms / 1e3,
         )
         _warm_item_cache(reader, popularity.item_ids[: serving.item_cache_max_items])
-        runtime = cls(engine, champion, popularity, metrics, log)
+        runtime = cls(engine, champion, popularity, metrics, log, experiments)
         background = [
             champion.poll,
+            experiments.refresh,
             popularity.refresh,
             reader.refresh_stale,
             runtime.update_gauges,
@@ -112,7 +117,10 @@ class RankingRuntime:
         self, user_id: int, context: RankingContext, candidates: Sequence[int], k: int | None
     ) -> RankResponse:
         started, received = time.perf_counter(), datetime.now(UTC)
-        scored = await self.engine.score(user_id, context.query_category, candidates)
+        exposure = self.experiments.route(user_id)  # the champion when no experiment runs
+        scored = await self.engine.score(
+            user_id, context.query_category, candidates, exposure.holder
+        )
         best = top_k(scored.scores, len(candidates) if k is None else k)
         cold = _cold_start(scored)
         response = RankResponse(
@@ -122,9 +130,13 @@ class RankingRuntime:
             model_version=scored.model_version,
             served_by=scored.served_by,
             cold_start=cold,
+            experiment=exposure.experiment,
+            experiment_arm=exposure.arm,
         )
         latency = time.perf_counter() - started
         self.metrics.observe_request(scored.served_by, scored.reason, latency)
+        if exposure.experiment is not None and exposure.arm is not None:
+            self.metrics.observe_exposure(exposure.experiment, exposure.arm, scored.served_by)
         if cold is not None:
             self.metrics.observe_cold_start(cold.user, len(cold.items))
         self.log.append(_record(response, received, user_id, context, candidates, scored, latency))
@@ -155,6 +167,7 @@ class RankingRuntime:
                 "items": self.popularity.known_items,
             },
             "prediction_log_pending": self.log.pending,
+            "experiment": self.experiments.describe(),
         }
         return Readiness(features_ok, detail)
 
@@ -210,6 +223,18 @@ def _follow_champion(
         check=lambda model: check_model(model, served_columns),
     )
     return ChampionHolder(loader, on_swap=metrics.model_loaded, on_refused=metrics.model_refused)
+
+
+def _experiment_router(
+    settings: Settings, served_columns: list[str], champion: ChampionHolder
+) -> ExperimentRouter:
+    """Follows ``<state>/serving/experiment.json``; arm models are checked like the champion."""
+    make_holder = arm_holder_factory(
+        Registry(settings),
+        model_cache_dir(settings) / "arms",  # not a "v*" folder: the champion's prune skips it
+        check=lambda model: check_model(model, served_columns),
+    )
+    return ExperimentRouter(experiment_path(settings.root), champion, make_holder)
 
 
 def _warm_item_cache(reader: OnlineFeatureReader, item_ids: Sequence[int]) -> None:
@@ -281,6 +306,8 @@ def _record(
         model_name=scored.model_name,
         model_version=scored.model_version,
         served_by=scored.served_by,
+        experiment=response.experiment,
+        experiment_arm=response.experiment_arm,
         latency_ms=latency_s * 1e3,
         cold_user=bool(features and features.cold_user),
         cold_items=[] if features is None else features.cold_items,

@@ -15,10 +15,12 @@ from collections import Counter
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from serving.config import MAX_CANDIDATES
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 INT64_MAX = 2**63 - 1  # Feast stores the entity keys as INT64
+# The request contract (DESIGN.md): 1..1000 candidates. It is written into the OpenAPI schema,
+# which is built when the service class is defined, so it is a constant, not a setting.
+MAX_CANDIDATES = 1000
 
 Device = Literal["mobile", "desktop", "tablet"]
 Region = Literal["north", "south", "east", "west", "central"]
@@ -73,9 +75,15 @@ class RankRequest(_Strict):
         return candidates
 
 
-class RankedItem(BaseModel):
+class RankedItem(TypedDict):
+    """One ranked candidate. A typed dict, not a model: the response holds up to 1000 of them,
+    and pydantic validates (and serialises) a dict ~5x faster than it builds a model instance
+    (~0.2 ms of each 100-item request). The JSON and its schema are the same."""
+
     item_id: int
-    score: float = Field(description="Higher is better; comparable within one response only.")
+    score: Annotated[
+        float, Field(description="Higher is better; comparable within one response only.")
+    ]
 
 
 class ColdStart(BaseModel):
@@ -95,4 +103,12 @@ class RankResponse(BaseModel):
     )
     cold_start: ColdStart | None = Field(
         description="What the feature store did not know; null when it could not be read."
+    )
+    experiment: str | None = Field(
+        None, description="The A/B experiment this request was part of; null when none ran."
+    )
+    experiment_arm: str | None = Field(
+        None,
+        description="The user's arm in that experiment (its model scored the request, or its "
+        "fallback); null when no experiment ran.",
     )

@@ -2,16 +2,21 @@
 function offline (training set) and online (serving), so they cannot drift apart.
 
 The function body is serialised into the registry, so it imports what it needs inside and
-reads no module globals.
+reads no module globals. The arithmetic lives in ``ranking_context.py`` (numpy), which the
+view's pandas function and the serving reader both call (``ARRAY_TRANSFORMS``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
+import numpy as np
 import pandas as pd
 from feast import FeatureView, Field, OnDemandFeatureView, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 
+from features.feature_repo.ranking_context import compute_ranking_context
 from ranklab import schema
 
 RANKING_CONTEXT = "ranking_context"
@@ -52,24 +57,35 @@ def ranking_context_view(
         description="Features of the (request, item, user) triple, computed at request time.",
     )
     def ranking_context(inputs: pd.DataFrame) -> pd.DataFrame:
-        import numpy as np
         import pandas as pd
 
-        # Offline a missing row arrives as NaN, online as None: coerce both to NaN.
-        item_price = pd.to_numeric(inputs["item_price"], errors="coerce").to_numpy(float)
-        usual_price = pd.to_numeric(
-            inputs["user_mean_clicked_price_28d"], errors="coerce"
-        ).to_numpy(float)
-        known = (item_price > 0) & (usual_price > 0)  # 0 and NaN both mean "unknown"
-        ratio = np.ones(len(inputs))
-        np.divide(item_price, usual_price, out=ratio, where=known)
-        matches = inputs["category"].astype("string") == inputs["query_category"].astype("string")
-        return pd.DataFrame(
+        # Imported when the function runs: the registry holds this body, not the module, and
+        # whoever runs it (training, Feast's online path) has ranklab installed.
+        from features.feature_repo.ranking_context import compute_ranking_context
+
+        # Offline a missing row arrives as NaN, online as None: prices become float64 with
+        # NaN, categories objects with None, the arrays the numpy function takes.
+        def numbers(name: str):
+            return pd.to_numeric(inputs[name], errors="coerce").to_numpy(float)
+
+        def strings(name: str):
+            return inputs[name].astype("string").to_numpy(dtype=object, na_value=None)
+
+        values = compute_ranking_context(
             {
-                "query_matches_category": matches.fillna(False).astype("int64").to_numpy(),
-                "price_vs_user_usual": ratio,
-            },
-            index=inputs.index,
+                "item_price": numbers("item_price"),
+                "user_mean_clicked_price_28d": numbers("user_mean_clicked_price_28d"),
+                "category": strings("category"),
+                "query_category": strings("query_category"),
+            }
         )
+        return pd.DataFrame(values, index=inputs.index)
 
     return ranking_context
+
+
+# View name -> the numpy function its pandas function calls, for callers that hold arrays
+# (the serving reader): the same values without a DataFrame in and out.
+ARRAY_TRANSFORMS: dict[str, Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]] = {
+    RANKING_CONTEXT: compute_ranking_context,
+}

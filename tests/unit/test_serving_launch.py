@@ -21,6 +21,13 @@ def test_the_environment_pins_one_thread_per_library_and_keeps_the_caller_variab
     assert "BENTOML_CONFIG_OPTIONS" not in env
 
 
+def test_each_state_folder_gets_its_own_bentoml_home_so_servers_do_not_share_metrics():
+    one = server_env({}, RANKLAB_STATE_DIR="/tmp/one")["BENTOML_HOME"]
+    two = server_env({}, RANKLAB_STATE_DIR="/tmp/two")["BENTOML_HOME"]
+    assert (one, two) == ("/tmp/one/bentoml", "/tmp/two/bentoml")
+    assert server_env({"BENTOML_HOME": "/srv/b"})["BENTOML_HOME"] == "/srv/b"
+
+
 def test_workers_go_through_bentoml_config():
     assert server_env({}, workers=2)["BENTOML_CONFIG_OPTIONS"] == "services.ranking.workers=2"
     with pytest.raises(ValueError, match="workers must be >= 1"):

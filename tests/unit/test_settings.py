@@ -51,3 +51,23 @@ def test_cli_prints_a_documented_schema():
     schema = json.loads(result.output)
     assert schema["properties"]["state_dir"]["description"]
     assert "DataSettings" in schema["$defs"]
+
+
+def test_serving_section_reads_its_environment_and_the_cli_hides_the_key(monkeypatch):
+    monkeypatch.setenv("RANKLAB_SERVING__MODEL_TIMEOUT_MS", "80")
+    monkeypatch.setenv("RANKLAB_SERVING__API_KEY", "s3cret")
+    serving = get_settings().serving
+    assert serving.model_timeout_ms == 80.0
+    assert serving.api_key.get_secret_value() == "s3cret"
+
+    result = CliRunner().invoke(app, ["settings"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)["serving"]
+    assert shown["model_timeout_ms"] == 80.0
+    assert "s3cret" not in result.output
+
+
+def test_a_bad_serving_value_is_refused_with_its_name(monkeypatch):
+    monkeypatch.setenv("RANKLAB_SERVING__FEATURE_TIMEOUT_MS", "0")
+    with pytest.raises(pydantic.ValidationError, match="feature_timeout_ms"):
+        get_settings()
