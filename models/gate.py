@@ -9,7 +9,7 @@ check runs before anything is decided, so a report lists every reason, not the f
 |----------------------|-------------------------------------------------------------|------------|
 | beats_baseline       | the 95% CI of mean(candidate - baseline) lies above 0       | rejected   |
 | artifact_scores      | ``models:/ranker/<v>`` loads, reproduces the evaluation     | rejected   |
-| latency_budget       | median latency of a smoke batch is within the budget        | rejected   |
+| latency_budget       | median CPU time of a smoke batch is within the budget       | rejected   |
 | champion_comparable  | the champion scores the test sessions (or there is none)    | challenger |
 | no_loss_vs_champion  | the CI upper bound of mean(candidate - champion) is >= 0    | challenger |
 | min_gain_vs_champion | mean(candidate - champion) >= ``min_gain_vs_champion``      | challenger |
@@ -100,7 +100,10 @@ class GateConfig(BaseModel):
         50, ge=1, description="Slices with fewer sessions are reported but not judged."
     )
     latency_budget_ms: float = Field(
-        50.0, gt=0, description="Budget for the median latency of one smoke batch."
+        50.0,
+        gt=0,
+        description="Budget for the median CPU time of one smoke batch (wall time is "
+        "reported beside it: on a shared machine it measures the neighbours too).",
     )
     smoke_rows: int = Field(100, ge=1, description="Rows in the smoke batch (test-set rows).")
     smoke_calls: int = Field(5, ge=1, description="Timed calls; the median is compared.")
@@ -402,18 +405,27 @@ def _artifact_checks(
 
 
 def _latency_check(model, batch: pd.DataFrame, config: GateConfig) -> Check:
+    """The model's own cost per smoke batch, judged on CPU time, with wall time reported.
+
+    On a shared machine wall time measures the neighbours as much as the model (the same
+    batch measured 8 ms quiet and 63 ms under a load of 8 on 2 cores), and a gate that
+    refuses a good model because CI was busy teaches people to ignore it. The process's CPU
+    time per call is what the model costs wherever it runs; the serving benchmark measures
+    the latency users see.
+    """
     score(model, batch)  # warm-up: first calls pay for lazy initialisation, not steady state
-    timings = []
+    cpu_ms, wall_ms = [], []
     for _ in range(config.smoke_calls):
-        start = time.perf_counter()
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
         score(model, batch)
-        timings.append((time.perf_counter() - start) * 1000)
-    p50 = statistics.median(timings)
+        cpu_ms.append((time.process_time() - cpu_start) * 1000)
+        wall_ms.append((time.perf_counter() - wall_start) * 1000)
+    cpu_p50, wall_p50 = statistics.median(cpu_ms), statistics.median(wall_ms)
     return Check(
         "latency_budget",
-        passed=p50 <= config.latency_budget_ms,
-        detail=f"p50 {p50:.1f} ms over {config.smoke_calls} calls of {len(batch)} rows "
-        f"(budget {config.latency_budget_ms:.0f} ms)",
+        passed=cpu_p50 <= config.latency_budget_ms,
+        detail=f"p50 {cpu_p50:.1f} ms CPU ({wall_p50:.1f} ms wall) over {config.smoke_calls} "
+        f"calls of {len(batch)} rows (budget {config.latency_budget_ms:.0f} ms CPU)",
     )
 
 

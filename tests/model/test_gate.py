@@ -7,9 +7,12 @@ artifacts, moving aliases, audit tags) is tested in tests/integration/test_regis
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.types import ColSpec, Schema
 from pydantic import ValidationError
 
 from models.evaluation import evaluate
@@ -18,6 +21,7 @@ from models.gate import (
     GateConfig,
     GateDecision,
     GateError,
+    _latency_check,
     decide,
     judge,
 )
@@ -303,3 +307,34 @@ def test_the_model_card_shows_the_numbers_it_was_given():
     assert "Too few test sessions to judge: device=desktop (n=10), device=mobile (n=5)" in card
     assert "## Gate decision: **challenger**" in card
     assert "`f0`" in card
+
+
+class _CostlyModel:
+    """A stand-in for a loaded pyfunc: ``cpu_ms`` of busy work and ``sleep_ms`` of waiting."""
+
+    def __init__(self, cpu_ms: float, sleep_ms: float) -> None:
+        self.cpu_s, self.sleep_s = cpu_ms / 1e3, sleep_ms / 1e3
+        schema = Schema([ColSpec("double", "x")])
+        self.metadata = type("Meta", (), {"get_input_schema": lambda _self: schema})()
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        started = time.process_time()
+        while time.process_time() - started < self.cpu_s:
+            pass
+        time.sleep(self.sleep_s)
+        return np.zeros(len(frame))
+
+
+@pytest.mark.parametrize(
+    ("cpu_ms", "sleep_ms", "passes"),
+    [(0, 0, True), (0, 80, True), (80, 0, False)],
+    ids=["cheap", "waits-but-cheap", "costly"],
+)
+def test_latency_budget_judges_the_models_cpu_cost_not_the_machines_load(
+    cpu_ms, sleep_ms, passes
+) -> None:
+    batch = pd.DataFrame({"x": np.arange(10, dtype=float)})
+    config = GateConfig(latency_budget_ms=50, smoke_calls=3)
+    check = _latency_check(_CostlyModel(cpu_ms, sleep_ms), batch, config)
+    assert check.passed is passes, check.detail
+    assert "ms CPU" in check.detail and "ms wall" in check.detail
