@@ -24,17 +24,25 @@ from monitoring.traffic import TrafficPlan, simulate_traffic, traffic_dir
 from ranklab.settings import Settings
 
 
-class ChampionScorer:
-    """The registered champion as the simulator calls it: a frame in, a score per row out."""
+class RegisteredScorer:
+    """A registered version of the ranker as the simulator and the reference call it: a
+    frame in, a score per row out (the pyfunc serving loads)."""
+
+    def __init__(self, registry: Registry, version: str | int) -> None:
+        self.version = str(version)
+        self.model = registry.load(self.version)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return score(self.model, frame, who=f"ranker v{self.version}")
+
+
+class ChampionScorer(RegisteredScorer):
+    """The registered champion, resolved once."""
 
     def __init__(self, registry: Registry) -> None:
         # Resolve the alias once and load that version, so the name and the model agree
         # even if `champion` moves meanwhile.
-        self.version = str(registry.champion_version().version)
-        self.model = registry.load(self.version)
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return score(self.model, frame, who=f"champion v{self.version}")
+        super().__init__(registry, registry.champion_version().version)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from monitoring.alerts import Alert, raise_alerts
-from monitoring.reference import MonitoringReference
+from monitoring.reference import MonitoringReference, reference_dir
 from monitoring.reports import (
     DEFAULT_THRESHOLDS,
     ReportStore,
@@ -24,8 +24,14 @@ from monitoring.reports import (
     feature_drift_report,
     ranking_quality_report,
 )
-from monitoring.traffic import TS, Traffic
-from monitoring.windows import Window, candidate_rows, windows_between, with_labels
+from monitoring.traffic import REQUEST_ID, TS, Traffic
+from monitoring.windows import (
+    MODEL_VERSION,
+    Window,
+    candidate_rows,
+    windows_between,
+    with_labels,
+)
 from ranklab.settings import Settings
 from serving.prediction_log import read_predictions
 
@@ -88,3 +94,71 @@ def monitor_traffic(
         )
         for window in windows_between(traffic.start, traffic.end, hours)
     ]
+
+
+# ---- the served traffic, one day at a time (what the Dagster partitions call) ----
+def served_dir(settings: Settings) -> Path:
+    """The ledger of the traffic the service answered (requests, shown items, clicks): what
+    monitoring joins to the prediction log, and what a retraining run appends to its data."""
+    return settings.root / "monitoring" / "served"
+
+
+def service_log_root(settings: Settings) -> Path:
+    """Where the running service writes its prediction log (``serving/runtime.py``)."""
+    return settings.root / "predictions"
+
+
+def served_days(traffic: Traffic) -> list[str]:
+    """The days of ``traffic`` as ISO dates: the keys of the monitoring partitions."""
+    return [f"{w.start:%Y-%m-%d}" for w in windows_between(traffic.start, traffic.end, 24)]
+
+
+def day_window(day: str) -> Window:
+    """The one-day window of a partition key (``YYYY-MM-DD``, UTC)."""
+    try:
+        start = pd.Timestamp(day, tz="UTC")
+    except ValueError as bad:
+        raise ValueError(f"monitoring day must be YYYY-MM-DD, got {day!r}") from bad
+    if start != start.floor("D"):
+        raise ValueError(f"monitoring day must be a date, got {day!r}")
+    return Window(start, start + pd.Timedelta(days=1))
+
+
+@dataclass
+class ServedDayResult:
+    result: WindowResult
+    model_version: str
+    model_share: float  # share of the window's requests answered by that version
+
+
+def monitor_served_day(
+    settings: Settings,
+    traffic: Traffic,
+    predictions_root: Path,
+    day: str,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    store: ReportStore | None = None,
+) -> ServedDayResult:
+    """The reports of one served day, against the reference of the model version that
+    answered most of its requests (a day that straddles a swap is judged as the majority
+    model's), with the labels known when the day's labels are complete."""
+    window = day_window(day)
+    if not (traffic.start <= window.start and window.end <= traffic.end):
+        raise ValueError(
+            f"day {day} is outside the served traffic ({traffic.start:%Y-%m-%d} to "
+            f"{traffic.end:%Y-%m-%d}, end excluded)"
+        )
+    rows = candidate_rows(read_predictions(predictions_root), traffic.requests)
+    rows = rows[rows[REQUEST_ID].isin(traffic.requests[REQUEST_ID])]
+    versions = rows.loc[window.holds(rows[TS])].drop_duplicates(REQUEST_ID)[MODEL_VERSION]
+    if versions.dropna().empty:
+        raise ValueError(
+            f"no request of {day} in the prediction log at {predictions_root} was answered by "
+            "a model: nothing to judge against a model's reference"
+        )
+    shares = versions.value_counts(normalize=True, dropna=False)
+    version = str(versions.dropna().value_counts().index[0])
+    reference = MonitoringReference.load(reference_dir(settings, version))
+    labels = traffic.labels(as_of=window.labels_complete_at)
+    result = monitor_window(settings, reference, rows, window, labels, thresholds, store)
+    return ServedDayResult(result, version, float(shares.get(version, 0.0)))

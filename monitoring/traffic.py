@@ -167,6 +167,25 @@ class Traffic:
         extended["items"] = self.items
         return extended
 
+    def followed_by(self, later: Traffic) -> Traffic:
+        """One ledger of this traffic and ``later`` (simulated with ``after=self``)."""
+        if later.start != self.end:
+            raise ValueError(
+                f"traffic from {later.start} does not continue traffic ending at {self.end}"
+            )
+        frames = {
+            name: pd.concat([getattr(self, name), getattr(later, name)], ignore_index=True)
+            for name in ("requests", "impressions", "clicks")
+        }
+        meta = {
+            **later.meta,
+            "days": int(self.meta["days"]) + int(later.meta["days"]),
+            "start": self.meta["start"],
+            "change_at": self.meta["change_at"],
+            "phases": [*self.meta.get("phases", [self.meta]), later.meta],
+        }
+        return Traffic(**frames, items=later.items, meta=meta)
+
     # ---- files ----
     def save(self, directory: Path) -> Path:
         directory = Path(directory)
@@ -200,20 +219,38 @@ def simulate_traffic(
     plan: TrafficPlan,
     client: RankingClient,
     click_model: ClickModel | None = None,
+    after: Traffic | None = None,
 ) -> Traffic:
     """Run ``plan`` after the training window of ``tables`` (the generator's raw tables for
-    ``data``), ranked by ``client``. Returns the ledger; the client holds the prediction log."""
+    ``data``), ranked by ``client``. Returns the ledger; the client holds the prediction log.
+
+    With ``after`` (an earlier simulation over the same ``tables``), the days continue from
+    its end, on its history, with their own draws (day numbers go on from its last day);
+    ``plan.change_day`` counts from the new first day. ``after.followed_by(result)`` is the
+    ledger of both."""
     aggregates.check_raw_tables(tables)
     simulation = _Simulation(plan, data, client, click_model or ClickModel())
     start = window(data)[1]
     history = {
         name: tables[name] for name in ("users", "items", "sessions", "impressions", "clicks")
     }
-    next_session_id = int(tables["sessions"][schema.SESSION_ID].max()) + 1
+    first_draw = 0
+    if after is not None:
+        if after.start != start:
+            raise ValueError(
+                f"simulate_traffic(after=...): that traffic starts at {after.start}, not at the "
+                f"end of this training window ({start})"
+            )
+        # The catalogue stays the training window's: the scenario applies its change itself.
+        history = {**after.extend(history), "items": history["items"]}
+        start, first_draw = after.end, int(after.meta["days"])
+    next_session_id = int(history["sessions"][schema.SESSION_ID].max()) + 1
     days: list[_Day] = []
     try:
         for index in range(plan.days):
-            day = simulation.day(history, start + pd.Timedelta(days=index), index, next_session_id)
+            day = simulation.day(
+                history, start + pd.Timedelta(days=index), index, next_session_id, first_draw
+            )
             next_session_id += len(day.requests)
             days.append(day)
             history = _append(history, day.requests, day.impressions, day.clicks)
@@ -258,11 +295,12 @@ class _Simulation:
         day: pd.Timestamp,
         index: int,
         first_session_id: int,
+        first_draw: int = 0,
     ) -> _Day:
         """Day ``index`` of the plan: features, searches, rankings, clicks."""
         plan = self.plan
         rng_volume, rng_sessions, rng_scenario, rng_retrieval, rng_utility, rng_clicks = (
-            np.random.default_rng([plan.seed, index]).spawn(6)
+            np.random.default_rng([plan.seed, first_draw + index]).spawn(6)
         )
         scenario = plan.scenario if index >= plan.change_day else CONTROL
         users = history["users"]

@@ -25,9 +25,14 @@ class RawEvents:
 
 
 class RawEventsConfig(dg.Config):
-    """Where the raw events come from: the generator (default) or a folder of parquet tables."""
+    """Where the raw events come from: the generator (default) or a folder of parquet tables,
+    optionally extended with the traffic the service answered since (a retraining run)."""
 
     source_dir: str | None = None  # users/items/sessions/impressions/clicks.parquet
+    # A served-traffic ledger (monitoring.traffic.Traffic.save): its sessions, impressions
+    # and clicks are appended and its catalogue replaces the items, so the time split's
+    # newest days (valid, test) are served days. Checked by the same blocking checks.
+    served_traffic_dir: str | None = None
 
 
 @dg.asset(group_name="data", kinds={"pandas", "parquet"})
@@ -46,11 +51,36 @@ def raw_events(
         # Generated data lives on a fixed calendar: its 'now' is the window's end, never read
         # from the data itself, where a corrupt future row would move it.
         raw = RawEvents(tables, generator.window(cfg.data)[1].to_pydatetime(), "generator")
+    served = {}
+    if config.served_traffic_dir:
+        raw, served = _with_served_traffic(raw, Path(config.served_traffic_dir))
     context.add_output_metadata(
         {f"rows.{name}": len(raw.tables[name]) for name in RAW_TABLES}
         | {"source": raw.source, "as_of": raw.as_of.isoformat()}
+        | served
     )
     return raw
+
+
+def _with_served_traffic(raw: RawEvents, ledger_dir: Path) -> tuple[RawEvents, dict[str, object]]:
+    """``raw`` extended with a served-traffic ledger; its clock moves to the ledger's end."""
+    from monitoring.traffic import Traffic  # the monitoring stage, only for retraining runs
+
+    traffic = Traffic.load(ledger_dir)
+    newest = raw.tables["sessions"]["ts"].max()
+    if traffic.start <= newest:
+        raise ValueError(
+            f"served traffic at {ledger_dir} starts at {traffic.start}, before the newest raw "
+            f"session ({newest}): it would overlap the raw events"
+        )
+    extended = RawEvents(
+        traffic.extend(raw.tables), traffic.end.to_pydatetime(), f"{raw.source}+served"
+    )
+    return extended, {
+        "served.path": dg.MetadataValue.path(str(ledger_dir)),
+        "served.days": f"{traffic.start:%Y-%m-%d} .. {traffic.end - pd.Timedelta(days=1):%Y-%m-%d}",
+        "served.requests": len(traffic.requests),
+    }
 
 
 @dg.asset(group_name="data", kinds={"parquet"})

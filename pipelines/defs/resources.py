@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ranklab.settings import Settings, get_settings
+from ranklab.settings import DataSettings, Settings, SplitSettings, get_settings
 
 
 class SettingsResource(dg.ConfigurableResource):
@@ -22,7 +22,12 @@ class SettingsResource(dg.ConfigurableResource):
     profile: str = "local"
     data_scale: float = 1.0
     data_seed: int = 7
+    data_days: int = DataSettings().n_days
     seed: int = 7
+    # The time split: how many of the newest days judge a model (a retraining run over
+    # served traffic wants its test days to be served days).
+    valid_days: int = SplitSettings().valid_days
+    test_days: int = SplitSettings().test_days
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SettingsResource:
@@ -31,7 +36,10 @@ class SettingsResource(dg.ConfigurableResource):
             profile=settings.profile,
             data_scale=settings.data.scale,
             data_seed=settings.data.seed,
+            data_days=settings.data.n_days,
             seed=settings.seed,
+            valid_days=settings.split.valid_days,
+            test_days=settings.split.test_days,
         )
 
     def get(self) -> Settings:
@@ -43,7 +51,14 @@ class SettingsResource(dg.ConfigurableResource):
                 "profile": self.profile,
                 "seed": self.seed,
                 "data": base.data.model_copy(
-                    update={"scale": self.data_scale, "seed": self.data_seed}
+                    update={
+                        "scale": self.data_scale,
+                        "seed": self.data_seed,
+                        "n_days": self.data_days,
+                    }
+                ),
+                "split": base.split.model_copy(
+                    update={"valid_days": self.valid_days, "test_days": self.test_days}
                 ),
             }
         )
