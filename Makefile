@@ -4,7 +4,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 PYTHON ?= python3.11
-VENV   := .venv
+# Overridable to run with another venv: make test VENV=/path/to/.venv (the template test does).
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Thread pools sized to the machine: more threads than cores only adds contention.
 export OMP_NUM_THREADS ?= 2
@@ -18,11 +19,12 @@ export DO_NOT_TRACK := 1
 # Dagster keeps its run history under the state folder, never in ~/.dagster.
 export DAGSTER_HOME ?= $(CURDIR)/.state/dagster
 
-.PHONY: help setup run test test-fast lint format ui mlflow-ui evidently-ui serve rollback simulate clean lock bench
+.PHONY: help setup run test test-fast lint format ui mlflow-ui evidently-ui serve rollback simulate drift-demo lab clean lock bench
 PORT ?= 3001  # the service; Dagster UI keeps 3000
 SCENARIO ?= none
 DAYS ?= 3
 CHANGE_DAY ?= 0
+DEMO_SCENARIO ?= silent_degradation
 
 help: ## List the commands
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -49,9 +51,10 @@ test: setup ## Run every test, the slow end-to-end ones included (what CI runs)
 test-fast: setup ## Run the tests, skipping the slow end-to-end ones
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: setup ## Lint and check formatting
+lint: setup ## Lint and check formatting; committed notebooks carry no outputs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/nbstripout --verify notebooks/*.ipynb
 
 format: setup ## Fix lint findings and format the code
 	$(BIN)/ruff check --fix .
@@ -74,6 +77,12 @@ rollback: setup ## Point `champion` back at the previous champion (REASON="...")
 
 simulate: setup ## Drift drill: DAYS of traffic with SCENARIO from CHANGE_DAY, monitored daily
 	$(BIN)/ranklab simulate --scenario $(SCENARIO) --days $(DAYS) --change-day $(CHANGE_DAY)
+
+drift-demo: setup ## The monitoring loop end to end in .state/drift-demo: drift, alert, sensor, retrain, swap (DEMO_SCENARIO=)
+	$(BIN)/ranklab drift-demo --scenario $(DEMO_SCENARIO)
+
+lab: setup ## Start workshop lab N with its state and clean code (N=3; FORCE=1 discards edits)
+	$(BIN)/ranklab lab $${N:?set N=<lab number>} $(if $(FORCE),--force,)
 
 bench: setup ## Run the benchmarks (quality against peers)
 	$(BIN)/python -m benchmarks.quality

@@ -39,14 +39,12 @@ def repo(tmp_path):
 
 
 def test_a_trained_checkpoint_restores_a_working_state(tmp_path, repo):
-    settings = Settings(state_dir=tmp_path / "state", data=DataSettings(scale=0.1, n_days=28))
+    # 60 days at a tenth of the scale, as the notebooks' state: with 28 days the ranker trains
+    # on 57 sessions and may rightly lose to popularity, and a lab needs a champion.
+    settings = Settings(state_dir=tmp_path / "state", data=DataSettings(scale=0.1))
     quiet = lambda _: None  # noqa: E731
 
-    try:
-        first = labs.start_lab(settings, 2, repo=repo, echo=quiet)  # builds with `ranklab run`
-    except labs.LabError as error:
-        _skip_if_only_the_clock_refused(settings, error)
-        raise
+    first = labs.start_lab(settings, 2, repo=repo, echo=quiet)  # builds with `ranklab run`
     assert first.built_checkpoint
     assert (settings.training_dir / FRAME_FILE).exists()
     # Read from the report file: this process must not hold the registry's SQLite file open
@@ -73,14 +71,3 @@ def test_a_trained_checkpoint_restores_a_working_state(tmp_path, repo):
     test = training.part("test")
     scores = score(registry.load(1), test)  # artifacts found where MLflow recorded them
     assert len(scores) == len(test)
-
-
-def _skip_if_only_the_clock_refused(settings: Settings, error: Exception) -> None:
-    """The gate's latency check is wall-clock time: a busy machine can refuse the first model
-    for that reason alone, which says nothing about checkpoints."""
-    report = settings.reports_dir / "gate" / "ranker-v1.json"
-    if not report.exists():
-        return
-    failed = {c["name"] for c in json.loads(report.read_text())["checks"] if not c["passed"]}
-    if failed == {"latency_budget"}:
-        pytest.skip(f"the gate refused v1 on latency alone (a busy machine): {error}")
