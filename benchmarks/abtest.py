@@ -49,11 +49,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 
-from features import aggregates  # noqa: E402
+from benchmarks.world import build_training_world  # noqa: E402
 from features.click_model import ClickModel  # noqa: E402
-from features.generator import generate_marketplace  # noqa: E402
-from features.store import apply_definitions  # noqa: E402
-from features.training_set import build_training_set  # noqa: E402
 from models import train  # noqa: E402
 from monitoring.abtest.interleaving import interleaving_result  # noqa: E402
 from monitoring.abtest.power import baseline_of, sample_size  # noqa: E402
@@ -76,7 +73,7 @@ from monitoring.abtest.simulation import (  # noqa: E402
 )
 from monitoring.traffic import TrafficPlan  # noqa: E402
 from ranklab.io import write_json, write_text  # noqa: E402
-from ranklab.settings import DataSettings, Settings  # noqa: E402
+from ranklab.settings import Settings  # noqa: E402
 from serving.experiment import Arm, ExperimentConfig  # noqa: E402
 
 POWER = 0.8
@@ -93,17 +90,13 @@ class World:
 
 
 def build_world(state: Path, seed: int, scale: float) -> World:
-    settings = Settings(state_dir=state, data=DataSettings(scale=scale), seed=seed)
     started = time.perf_counter()
-    tables = generate_marketplace(settings.data)
-    aggregates.write_feature_tables(aggregates.compute_feature_tables(tables), settings)
-    training_set = build_training_set(settings, tables, apply_definitions(settings))
-    models = train.build_models(training_set, seed=seed, progress=False)
-    candidate = train.candidate_name(models)
-    treatment = models[candidate].fit(training_set.part("train"), training_set.part("valid"))
-    control = models[train.BASELINE].fit(training_set.part("train"))
-    print(f"world: {train.BASELINE} and {candidate} in {time.perf_counter() - started:.0f} s")
-    return World(settings, tables, control, treatment, (train.BASELINE, candidate))
+    world = build_training_world(state, scale, seed)
+    control, treatment = world.fit(train.BASELINE), world.fit(world.candidate)
+    print(f"world: {train.BASELINE} and {world.candidate} in {time.perf_counter() - started:.0f} s")
+    return World(
+        world.settings, world.tables, control, treatment, (train.BASELINE, world.candidate)
+    )
 
 
 def config(name: str) -> ExperimentConfig:

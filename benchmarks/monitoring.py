@@ -43,11 +43,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from features import aggregates  # noqa: E402
-from features.generator import generate_marketplace  # noqa: E402
-from features.store import apply_definitions  # noqa: E402
-from features.training_set import build_training_set  # noqa: E402
-from models import train  # noqa: E402
+from benchmarks.world import build_training_world  # noqa: E402
 from monitoring.alerts import Alert  # noqa: E402
 from monitoring.clients import InProcessRanking  # noqa: E402
 from monitoring.monitor import WindowResult, monitor_traffic  # noqa: E402
@@ -71,17 +67,14 @@ class World:
 
 
 def build_world(state: Path, scale: float, seed: int) -> World:
-    settings = Settings(state_dir=state, data=DataSettings(scale=scale), seed=seed)
     started = time.perf_counter()
-    tables = generate_marketplace(settings.data)
-    aggregates.write_feature_tables(aggregates.compute_feature_tables(tables), settings)
-    training_set = build_training_set(settings, tables, apply_definitions(settings))
-    models = train.build_models(training_set, seed=seed, progress=False)
-    name = train.candidate_name(models)
-    model = models[name].fit(training_set.part("train"), training_set.part("valid"))
-    reference = build_reference(training_set, model, model_version="1", seed=seed)
-    print(f"world: {name} trained and referenced in {time.perf_counter() - started:.0f} s")
-    return World(settings, tables, model, reference)
+    world = build_training_world(state, scale, seed)
+    model = world.fit(world.candidate)
+    reference = build_reference(world.training_set, model, model_version="1", seed=seed)
+    print(
+        f"world: {world.candidate} trained and referenced in {time.perf_counter() - started:.0f} s"
+    )
+    return World(world.settings, world.tables, model, reference)
 
 
 def run(world: World, plan: TrafficPlan, run_name: str, store: bool):
