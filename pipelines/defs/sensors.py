@@ -68,7 +68,16 @@ def retraining_sensor(context: dg.SensorEvaluationContext, settings: SettingsRes
     retraining = [a for a in alerts if a.requests_retraining]
     if not retraining:
         return dg.SkipReason(f"{len(alerts)} new alert(s), none requests retraining")
-    return [retrain_request(retraining, str(served_dir(cfg)))]
+    ledger = served_dir(cfg)
+    if not ledger.exists():
+        # Alerts of an in-process drill (`ranklab simulate`) have no served traffic to
+        # retrain on: a run would fail at raw_events. Say so instead of starting it.
+        return dg.SkipReason(
+            f"{len(retraining)} alert(s) request retraining, but there is no served-traffic "
+            f"ledger at {ledger} (a drill's alerts?); retrain with `make drift-demo` or after "
+            "serving real traffic"
+        )
+    return [retrain_request(retraining, str(ledger))]
 
 
 SENSORS = [retraining_sensor]

@@ -161,6 +161,19 @@ def test_the_sensor_requests_one_run_for_the_retraining_alerts_of_a_tick_once(se
     assert not again.run_requests and again.skip_message == "no new monitoring alerts"
 
 
+def test_a_drills_retraining_alert_without_served_traffic_starts_no_run(tmp_path):
+    # `ranklab simulate` records alerts in process and writes no served-traffic ledger: a
+    # retraining run would have nothing to read, so the sensor says why instead.
+    settings = Settings(state_dir=tmp_path / "state", data=DATA, split=SPLIT)
+    defs = build_definitions(settings)
+    _append_alert(settings, "feature_drift", "2030-01-01", retrain=True)
+    with dg.instance_for_test() as instance:
+        tick = _tick(defs, instance, cursor=None)
+    assert not tick.run_requests
+    assert "no served-traffic ledger" in tick.skip_message
+    assert tick.cursor == "feature_drift-2030-01-01T0000-v9"
+
+
 def test_a_retraining_run_over_served_traffic_registers_a_version_judged_on_served_days(served):
     settings, defs, instance, _, traffic, champion = served
 
