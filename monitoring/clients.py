@@ -186,14 +186,9 @@ class InProcessRanking:
         ):
             request_id = f"sim-{request.session_id}"
             self.log.append(
-                PredictionRecord(
-                    request_id=request_id,
-                    timestamp=request.ts.to_pydatetime(),
-                    user_id=request.user_id,
-                    device=request.device,
-                    region=request.region,
-                    query_category=request.query_category,
-                    candidates=request.candidates,
+                logged_request(
+                    request,
+                    request_id,
                     scores=slate_scores,
                     k=len(request.candidates),
                     model_name=self.model_name,
@@ -351,3 +346,18 @@ def wait_for_log(log_root: Path, request_ids: Sequence[str], timeout_s: float) -
                 f"{log_root} after {timeout_s:.0f} s"
             )
         time.sleep(0.5)
+
+
+def logged_request(request: RankingRequest, request_id: str, **served: object) -> PredictionRecord:
+    """The prediction-log row of ``request`` as the service would write it: the request's
+    own fields, plus ``served`` (scores, model, latency, ...) from whoever answered it."""
+    return PredictionRecord(
+        request_id=request_id,
+        timestamp=request.ts.to_pydatetime(),
+        user_id=request.user_id,
+        device=request.device,
+        region=request.region,
+        query_category=request.query_category,
+        candidates=request.candidates,
+        **served,
+    )

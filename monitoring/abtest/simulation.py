@@ -30,7 +30,7 @@ import pandas as pd
 from features.click_model import ClickModel
 from monitoring.abtest.exposures import ARM, exposures_from_log, pre_period_activity
 from monitoring.abtest.interleaving import TEAM_A, TEAM_B, credit_sessions, team_draft
-from monitoring.clients import Scorer, SnapshotFeatures
+from monitoring.clients import Scorer, SnapshotFeatures, logged_request
 from monitoring.traffic import (
     RankingRequest,
     ServedRanking,
@@ -110,14 +110,9 @@ class ExperimentRanking:
         # Scores in candidate order, as the service logs them: rank 1 scores highest.
         rank_of = {int(item): rank for rank, item in enumerate(order)}
         scores = np.array([-rank_of[int(c)] for c in request.candidates], dtype=float)
-        return PredictionRecord(
-            request_id=request_id,
-            timestamp=request.ts.to_pydatetime(),
-            user_id=request.user_id,
-            device=request.device,
-            region=request.region,
-            query_category=request.query_category,
-            candidates=request.candidates,
+        return logged_request(
+            request,
+            request_id,
             scores=scores,
             k=len(order),
             model_name="ranker",
