@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +42,9 @@ SOURCE_REGISTRY = "registry"
 SOURCE_DISK_CACHE = "disk_cache"
 MANIFEST = "last_loaded.json"
 KEEP_CACHED_VERSIONS = 3  # the current champion and the ones a rollback would return to
+STAGING_PREFIX = ".download-v"  # a download in progress (not matched by the "v*" folders)
+STALE_STAGING_SECONDS = 3600  # a staging folder this old was left by a worker that died
+MLMODEL_FILE = "MLmodel"  # marks the model's own folder inside a download
 ERROR_CHARS = 300  # database errors quote whole SQL statements; /readyz shows the start
 
 
@@ -133,6 +138,33 @@ class ModelDiskCache:
     def folder(self, version: str) -> Path:
         return self.root / f"v{version}"
 
+    def download(self, version: str, fetch: Callable[[Path], object]) -> Path:
+        """The version's model folder (the one holding ``MLmodel``), downloaded once by
+        ``fetch(into)``.
+
+        Each server worker loads the champion itself, at the same moment. A download goes to
+        a private staging folder and is renamed into ``v<version>`` whole, so a worker never
+        reads (or deletes) another worker's half-written files, and a ``v<version>`` folder
+        is always complete: a version's artifacts never change, so it is reused as is.
+        """
+        folder = self.folder(version)
+        if not folder.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=self.root))
+            try:
+                fetch(staging)
+                try:
+                    staging.rename(folder)
+                except OSError:
+                    if not folder.is_dir():
+                        raise  # not "another worker renamed its copy first": a real failure
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        found = sorted(folder.rglob(MLMODEL_FILE))
+        if not found:
+            raise FileNotFoundError(f"no {MLMODEL_FILE} under {folder}: not a model download")
+        return found[0].parent
+
     def remember(self, model: LoadedModel, path: Path) -> None:
         """Record ``model`` as the last good one (atomically) and drop old downloads."""
         write_json(
@@ -151,6 +183,9 @@ class ModelDiskCache:
         return (record["name"], str(record["version"]), path) if path.is_dir() else None
 
     def _prune(self, keep: str) -> None:
+        for staging in self.root.glob(f"{STAGING_PREFIX}*"):  # left by a worker that died
+            if time.time() - staging.stat().st_mtime > STALE_STAGING_SECONDS:
+                shutil.rmtree(staging, ignore_errors=True)
         folders = sorted(
             (p for p in self.root.glob("v*") if p.is_dir() and p.name != f"v{keep}"),
             key=lambda p: p.stat().st_mtime,
@@ -181,9 +216,10 @@ class ChampionLoader:
     def load_version(self, version: str) -> LoadedModel:
         client = self.registry.client
         uri = client.get_model_version_download_uri(self.registry.model_name, version)
-        folder = self.cache.folder(version)
-        shutil.rmtree(folder, ignore_errors=True)  # never load half of an earlier download
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+        path = self.cache.download(
+            version,
+            lambda into: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)),
+        )
         model = self._load(self.registry.model_name, version, path, SOURCE_REGISTRY)
         self.cache.remember(model, path)
         return model

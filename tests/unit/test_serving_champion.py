@@ -7,7 +7,12 @@ fails to load); the integration tests do the same against a real MLflow registry
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +122,64 @@ def test_disk_cache_remembers_the_last_good_model_and_prunes_old_downloads(tmp_p
 
     assert cache.last_loaded() == ("ranker", "4", cache.folder("4"))
     assert sorted(p.name for p in tmp_path.glob("v*")) == ["v2", "v3", "v4"]
+
+
+def slow_fetch(started: threading.Barrier) -> Callable[[Path], None]:
+    """A download that writes its files one by one, after every worker has started its own."""
+
+    def fetch(into: Path) -> None:
+        started.wait(timeout=5)
+        model_dir = into / "artifacts"
+        model_dir.mkdir()
+        for name in ("MLmodel", "python_model.pkl", "conda.yaml"):
+            (model_dir / name).write_text(name)
+            time.sleep(0.01)
+
+    return fetch
+
+
+def test_workers_downloading_the_same_version_at_once_each_get_the_whole_folder(tmp_path):
+    # Two server workers start together and both download the champion: before, each
+    # cleared and wrote the same folder, and one of them loaded half a model and refused it.
+    cache = ModelDiskCache(tmp_path)
+    workers = 4
+    started = threading.Barrier(workers)
+    with ThreadPoolExecutor(workers) as pool:
+        paths = list(pool.map(lambda _: cache.download("7", slow_fetch(started)), range(workers)))
+
+    assert paths == [tmp_path / "v7" / "artifacts"] * workers
+    assert sorted(p.name for p in paths[0].iterdir()) == ["MLmodel", "conda.yaml", "python_model.pkl"]
+    assert [p.name for p in tmp_path.iterdir()] == ["v7"]  # no staging folder left behind
+
+
+def test_a_download_that_fails_leaves_no_version_folder(tmp_path):
+    cache = ModelDiskCache(tmp_path)
+
+    def broken(into: Path) -> None:
+        (into / "MLmodel").write_text("half")
+        raise OSError("connection reset")
+
+    with pytest.raises(OSError, match="connection reset"):
+        cache.download("3", broken)
+    assert list(tmp_path.iterdir()) == []  # the next poll downloads again from scratch
+
+
+def test_an_existing_version_folder_is_reused_without_downloading(tmp_path):
+    cache = ModelDiskCache(tmp_path)
+    cache.download("2", lambda into: (into / "MLmodel").write_text("v2"))
+
+    def must_not_run(into: Path) -> None:
+        raise AssertionError("downloaded again")
+
+    assert cache.download("2", must_not_run) == tmp_path / "v2"
+
+
+def test_remember_clears_staging_folders_left_by_a_worker_that_died(tmp_path):
+    cache = ModelDiskCache(tmp_path)
+    dead, live = tmp_path / ".download-v5-dead", tmp_path / ".download-v6-live"
+    dead.mkdir(), live.mkdir()
+    os.utime(dead, (0, 0))  # written long ago; ``live`` is another worker's download now
+    cache.folder("4").mkdir()
+    cache.remember(model("4"), cache.folder("4"))
+
+    assert not dead.exists() and live.exists()
