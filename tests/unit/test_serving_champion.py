@@ -148,7 +148,11 @@ def test_workers_downloading_the_same_version_at_once_each_get_the_whole_folder(
         paths = list(pool.map(lambda _: cache.download("7", slow_fetch(started)), range(workers)))
 
     assert paths == [tmp_path / "v7" / "artifacts"] * workers
-    assert sorted(p.name for p in paths[0].iterdir()) == ["MLmodel", "conda.yaml", "python_model.pkl"]
+    assert sorted(p.name for p in paths[0].iterdir()) == [
+        "MLmodel",
+        "conda.yaml",
+        "python_model.pkl",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["v7"]  # no staging folder left behind
 
 
