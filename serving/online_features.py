@@ -37,6 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from feast import FeatureService, FeatureStore, OnDemandFeatureView
+from feast.infra.online_stores.helpers import get_online_store_from_config
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
 from features import aggregates
 from features.feature_repo.feature_views import SPECS
@@ -153,6 +156,54 @@ class ItemFeatureCache:
         return len(self._entries)
 
 
+class OnlineRows:
+    """Feature views' rows by entity key, read with the online store's own ``online_read``.
+
+    ``online_read`` is the interface every Feast online store implements (SQLite, Redis,
+    PostgreSQL...) and the call ``FeatureStore.get_online_features`` ends in. Called directly
+    for the two or three views a request needs, it skips the SDK's request resolution and
+    response building around it: ~0.1 ms instead of ~0.4 ms of CPU for the user's read,
+    measured in-process. The values are the SDK's (``feast_value_type_to_python_type``), and
+    ``tests/integration/test_serving_features.py`` holds the frames equal to Feast's.
+
+    The store's connection is opened once; a lock lets the request thread and the
+    cache refresh share it.
+    """
+
+    def __init__(self, store: FeatureStore, views: Sequence[str]) -> None:
+        self._config = store.config
+        self._online_store = get_online_store_from_config(store.config.online_store)
+        self._views = {name: store.get_feature_view(name) for name in views}
+        self._lock = threading.Lock()
+
+    def read(self, view: str, keys: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """A list per feature of ``view`` (None where the entity or the value is absent), in
+        the order of ``keys`` (a list per join key): the shape of ``OnlineResponse.to_dict``.
+        """
+        feature_view = self._views[view]
+        join_keys = [column.name for column in feature_view.entity_columns]
+        values = [
+            python_values_to_proto_values(keys[column.name], column.dtype.to_value_type())
+            for column in feature_view.entity_columns
+        ]
+        entity_keys = [
+            EntityKeyProto(join_keys=join_keys, entity_values=row)
+            for row in zip(*values, strict=True)
+        ]
+        names = list(SPECS[view])
+        with self._lock:
+            rows = self._online_store.online_read(self._config, feature_view, entity_keys, names)
+        return {
+            name: [
+                None
+                if found is None or name not in found
+                else feast_value_type_to_python_type(found[name])
+                for _, found in rows
+            ]
+            for name in names
+        }
+
+
 class OnlineFeatureReader:
     """Reads a feature service's features for (user, query, candidates) from a FeatureStore.
 
@@ -168,8 +219,8 @@ class OnlineFeatureReader:
         self.feature_columns: list[str] = feature_names(feature_service)
         self._odfvs = _on_demand_views(store, feature_service)
         self._odfv_inputs = {odfv.name: _inputs_of(odfv) for odfv in self._odfvs}
-        self._item_refs = _refs(ITEM_VIEWS)
-        self._user_refs = _refs([USER_VIEW, AFFINITY_VIEW])
+        self._rows = OnlineRows(store, [*ITEM_VIEWS, USER_VIEW, AFFINITY_VIEW])
+        self._probe_ref = f"{USER_VIEW}:{next(iter(SPECS[USER_VIEW]))}"
         self._defaults = np.array([float(FEATURE_DEFAULTS[c]) for c in STORED_COLUMNS])
         self._check_covered()
 
@@ -246,7 +297,7 @@ class OnlineFeatureReader:
     def probe(self) -> None:
         """One small read of the store; raises when it cannot be read (readiness)."""
         self.store.get_online_features(
-            features=self._user_refs[:1], entity_rows={schema.USER_ID: [0]}
+            features=[self._probe_ref], entity_rows={schema.USER_ID: [0]}
         ).to_dict()
 
     # ---- the item cache ----
@@ -271,7 +322,8 @@ class OnlineFeatureReader:
         return rows
 
     def _read_items(self, item_ids: Sequence[int]) -> dict[int, ItemRow | None]:
-        columns = self._read(self._item_refs, {schema.ITEM_ID: list(item_ids)})
+        keys = {schema.ITEM_ID: list(item_ids)}
+        columns = {k: v for view in ITEM_VIEWS for k, v in self._rows.read(view, keys).items()}
         values = _present_rows(columns, len(item_ids), ITEM_VIEWS)
         fresh = {
             item_id: None if row is None else ItemRow(row, columns[CATEGORY][index])
@@ -284,23 +336,17 @@ class OnlineFeatureReader:
         """The user's stats (NaN: unknown user) and, per candidate, the user's affinity to the
         candidate's category (NaN: no clicks there), from one read."""
         distinct = sorted(set(categories))
-        keys = {schema.USER_ID: [user_id] * len(distinct), schema.ITEM_CATEGORY: distinct}
-        columns = self._read(self._user_refs, keys)
-        user = _present_rows(columns, 1, [USER_VIEW])[0]
-        affinity = _present_rows(columns, len(distinct), [AFFINITY_VIEW])
+        user_columns = self._rows.read(USER_VIEW, {schema.USER_ID: [user_id]})
+        user = _present_rows(user_columns, 1, [USER_VIEW])[0]
+        affinity_keys = {schema.USER_ID: [user_id] * len(distinct), schema.ITEM_CATEGORY: distinct}
+        affinity_columns = self._rows.read(AFFINITY_VIEW, affinity_keys)
+        affinity = _present_rows(affinity_columns, len(distinct), [AFFINITY_VIEW])
         absent = np.full(len(AFFINITY_COLUMNS), np.nan)
         by_category = {
             c: absent if row is None else row for c, row in zip(distinct, affinity, strict=True)
         }
         user_values = np.full(len(USER_COLUMNS), np.nan) if user is None else user
         return user_values, np.vstack([by_category[c] for c in categories])
-
-    def _read(self, refs: list[str], keys: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        return self.store.get_online_features(features=refs, entity_rows=keys).to_dict()
-
-
-def _refs(views: Sequence[str]) -> list[str]:
-    return [f"{view}:{name}" for view in views for name in SPECS[view]]
 
 
 def _on_demand_views(store: FeatureStore, service: FeatureService) -> list[OnDemandFeatureView]:

@@ -10,6 +10,7 @@ threads (the poller: alias, fallback table, item cache, gauges; the prediction l
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -152,6 +153,7 @@ class RankingRuntime:
         detail = {
             "ready": features_ok,
             "status": "degraded" if degraded else "ok",
+            "worker_pid": os.getpid(),  # each server worker answers for itself
             "model": None if model is None else model.describe(),
             "serving": "champion" if model is not None else f"fallback:{self.popularity.name}",
             "start_note": self.champion.start_note,

@@ -125,3 +125,35 @@ def test_registry_coming_back_is_noticed_without_a_restart(serving_state, server
     with running["bare"].client() as client:
         body = client.post("/rank", json=rank_body(1, serving_state.known_items[:10])).json()
     assert body["served_by"] == "model"
+
+
+def test_two_workers_starting_together_both_serve_the_champion(serving_state, tmp_path):
+    # Each worker downloads the champion into the shared model cache at the same moment.
+    # Before downloads went through private staging folders, one worker could delete the
+    # other's half-written copy, refuse the champion and answer every request with the
+    # fallback (seen in the serving benchmark). The race depends on timing, so this checks
+    # the outcome; tests/unit/test_serving_champion.py forces the overlap.
+    settings = copy_state(serving_state, tmp_path / "state")
+    server = RunningServer(
+        settings.root,
+        tmp_path / "server.log",
+        BENTOML_CONFIG_OPTIONS="services.ranking.workers=2",
+    )
+    by_worker: dict[int, dict] = {}
+
+    def both_workers_answered() -> bool:
+        detail = httpx.get(f"{server.url}/readyz", timeout=5).json()  # a new connection each
+        by_worker[detail["worker_pid"]] = detail  # time: either worker may accept it
+        return len(by_worker) == 2
+
+    try:
+        server.wait_live()
+        wait_for(both_workers_answered, timeout=90, every=0.1)
+    finally:
+        server.stop()
+
+    champion = str(Registry(settings).champion_version().version)
+    for detail in by_worker.values():
+        assert detail["model"] is not None, detail["registry"]
+        assert detail["model"]["version"] == champion
+        assert detail["registry"]["refused_versions"] == {}
