@@ -69,6 +69,10 @@ FALLBACK_MARK = b'"served_by":"fallback:'  # in a ranking response not served by
 CANDIDATES = 100
 DISTINCT_REQUESTS = 256  # request bodies cycled through: many users, varied candidates
 SEED = 0
+# What each worker of a server logs once it is ready, for servers that do not name the worker
+# that answers (MLflow's uvicorn; the ranking service of a tree older than ``worker_pid``).
+UVICORN_READY = "Application startup complete."
+BENTOML_READY = "Completed startup hook"
 SERVICE_FILE = "serving/service.py"  # what makes a folder a checkout --baseline-tree can serve
 
 
@@ -105,10 +109,12 @@ class Point:
 
     def row(self) -> str:
         p50, p95, p99 = (self.percentile(q) for q in (50, 95, 99))
+        client = self.client_cpu_ms_per_request
+        client_cpu = "-" if np.isnan(client) else f"{client:.2f}"  # in-process: no client
         return (
             f"| {self.server} | {self.concurrency} | {self.throughput:,.0f} | {p50:.1f} | "
             f"{p95:.1f} | {p99:.1f} | {self.errors} | {self.fallbacks} | "
-            f"{self.cpu_ms_per_request:.2f} | {self.client_cpu_ms_per_request:.2f} |"
+            f"{self.cpu_ms_per_request:.2f} | {client_cpu} |"
         )
 
 
@@ -246,14 +252,19 @@ def measure_in_process(
 # ---- the servers ----
 @contextmanager
 def running(
-    command: list[str], env: dict[str, str], ready_url: str, log: Path, workers: int = 1
+    command: list[str],
+    env: dict[str, str],
+    ready_url: str,
+    log: Path,
+    workers: int = 1,
+    ready_line: str = UVICORN_READY,
 ) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as output:
         process = subprocess.Popen(
             command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            wait_ready(ready_url, process, log, workers)
+            wait_ready(ready_url, process, log, workers, ready_line)
             yield process
         finally:
             process.terminate()
@@ -265,14 +276,20 @@ def running(
 
 
 def wait_ready(
-    url: str, process: subprocess.Popen, log: Path, workers: int = 1, timeout: float = 180
+    url: str,
+    process: subprocess.Popen,
+    log: Path,
+    workers: int = 1,
+    ready_line: str = UVICORN_READY,
+    timeout: float = 180,
 ) -> None:
     """Until ``workers`` distinct worker processes answer ``url`` with 200.
 
     One ready worker is not enough: a worker still starting accepts no connection, so the
     load generator's connections would all open on the first one (and stay there, kept
     alive), measuring one worker instead of ``workers``. Each probe is a new connection;
-    the ranking service names the answering worker (``worker_pid``), other servers count once.
+    the ranking service names the answering worker (``worker_pid``); for other servers the
+    workers that logged ``ready_line`` are counted.
     """
     deadline, ready = time.monotonic() + timeout, set()
     while time.monotonic() < deadline:
@@ -283,8 +300,9 @@ def wait_ready(
             if response.status_code == 200:
                 worker = _worker_of(response)
                 if worker is None:
-                    return  # a server that does not name its workers: one answer must do
-                ready.add(worker)
+                    ready = _started_workers(log, ready_line)
+                else:
+                    ready.add(worker)
                 if len(ready) >= workers:
                     return
         except httpx.TransportError:
@@ -293,6 +311,12 @@ def wait_ready(
     raise TimeoutError(
         f"{len(ready)} of {workers} workers ready at {url} after {timeout} s; see {log}"
     )
+
+
+def _started_workers(log: Path, ready_line: str) -> set[int]:
+    """The lines of the server log holding ``ready_line``: one per worker that has started."""
+    text = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    return {number for number, line in enumerate(text) if ready_line in line}
 
 
 def _worker_of(response: httpx.Response) -> int | None:
@@ -326,6 +350,7 @@ def bentoml_points(
         f"http://127.0.0.1:{port}/readyz",
         log_dir / f"{name}.log",
         workers,
+        BENTOML_READY,
     ) as server:
         return [
             asyncio.run(
@@ -360,7 +385,9 @@ def mlflow_points(
         "MKL_NUM_THREADS": "1",
     }
     name = "mlflow models serve"
-    with running(command, env, f"http://127.0.0.1:{port}/ping", log_dir / "mlflow.log") as server:
+    with running(
+        command, env, f"http://127.0.0.1:{port}/ping", log_dir / "mlflow.log", workers
+    ) as server:
         return [
             asyncio.run(
                 measure_http(

@@ -59,7 +59,9 @@ def mlflow_ui(port: int = 5000) -> None:
 @app.command()
 def serve(
     port: int = typer.Option(3001, help="Port on 127.0.0.1 (Dagster's UI keeps 3000)."),
-    workers: int = typer.Option(None, help="Server workers (default: the serving settings)."),
+    workers: int = typer.Option(
+        None, help="Server worker processes (default: 1, as serving/service.py declares)."
+    ),
 ) -> None:
     """Serve the champion (POST /rank) with BentoML; Ctrl-C stops it gracefully."""
     from serving.launch import exec_server

@@ -17,6 +17,7 @@ a data-dependent bug would.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -45,6 +46,7 @@ from models.registry import Lineage, Registry
 from ranklab.schema import DEVICE, TrainingSet
 from ranklab.settings import DataSettings, Settings
 from serving.launch import server_command, server_env
+from serving.runtime import model_cache_dir
 
 # A tenth of the default marketplace over 28 days: 7 warm-up, 7 train, 7 valid, 7 test days.
 TINY_DATA = DataSettings(scale=0.1, n_days=28)
@@ -152,6 +154,14 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def copy_state(state: ServingState, target: Path) -> Settings:
+    """The trained state without what a server leaves (its model cache, its log): for a
+    test whose server must not share the session's state."""
+    leftovers = shutil.ignore_patterns("predictions", model_cache_dir(state.settings).name)
+    shutil.copytree(state.settings.root, target, ignore=leftovers)
+    return state.settings.model_copy(update={"state_dir": target})
 
 
 class RunningServer:

@@ -9,15 +9,13 @@ registry comes back and the second server picks the champion up without a restar
 # ruff: noqa: F811 - pytest fixtures imported from serving_fixtures are parameters here
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import httpx
 import pytest
 from serving_fixtures import (
     API_KEY,
     RunningServer,
     ServingState,
+    copy_state,
     rank_body,
     served_version,
     serving_state,  # noqa: F401 - a fixture
@@ -30,13 +28,6 @@ from serving.champion import ChampionLoader, ModelDiskCache
 from serving.runtime import model_cache_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def copy_state(state: ServingState, target: Path) -> Settings:
-    """The trained state without what a server leaves (its model cache, its log)."""
-    leftovers = shutil.ignore_patterns("predictions", model_cache_dir(state.settings).name)
-    shutil.copytree(state.settings.root, target, ignore=leftovers)
-    return state.settings.model_copy(update={"state_dir": target})
 
 
 def cache_champion(settings: Settings) -> str:
