@@ -11,7 +11,8 @@ it every few seconds). When the alias moves (a promotion or ``ranklab rollback``
 version is loaded beside the current one and swapped in with one attribute assignment.
 A request reads ``holder.current`` once and scores with that object, so in-flight requests
 finish on the model they started with and no request waits for a load. A version that fails
-to load or to score is refused once and not retried until the alias moves again.
+to load or to score is refused once and not retried until the alias moves again; a download
+that fails (the registry or its artifact store hiccups) is tried again at the next poll.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from models.registry import Registry
 from ranklab.io import write_json
@@ -44,6 +46,7 @@ MANIFEST = "last_loaded.json"
 KEEP_CACHED_VERSIONS = 3  # the current champion and the ones a rollback would return to
 STAGING_PREFIX = ".download-v"  # a download in progress (not matched by the "v*" folders)
 STALE_STAGING_SECONDS = 3600  # a staging folder this old was left by a worker that died
+NO_SUCH_VERSION = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)  # MlflowException.error_code
 MLMODEL_FILE = "MLmodel"  # marks the model's own folder inside a download
 ERROR_CHARS = 300  # database errors quote whole SQL statements; /readyz shows the start
 
@@ -54,6 +57,11 @@ class InvalidScoresError(ValueError):
 
 class IncompatibleModelError(ValueError):
     """The model needs inputs the online feature service does not provide."""
+
+
+class ModelDownloadError(RuntimeError):
+    """A version could not be downloaded: the registry or its artifact store failed, not the
+    model, so the next poll tries again (a refusal would last until the alias moves)."""
 
 
 @dataclass(frozen=True)
@@ -214,15 +222,30 @@ class ChampionLoader:
         return None if version is None else str(version.version)
 
     def load_version(self, version: str) -> LoadedModel:
-        client = self.registry.client
-        uri = client.get_model_version_download_uri(self.registry.model_name, version)
-        path = self.cache.download(
-            version,
-            lambda into: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)),
-        )
+        path = self._download(version)
         model = self._load(self.registry.model_name, version, path, SOURCE_REGISTRY)
         self.cache.remember(model, path)
         return model
+
+    def _download(self, version: str) -> Path:
+        """The version's model folder in the disk cache. ModelDownloadError when the registry
+        or the artifact store failed; a version the registry does not have is refused."""
+        client = self.registry.client
+        try:
+            uri = client.get_model_version_download_uri(self.registry.model_name, version)
+        except MlflowException as error:
+            if error.error_code == NO_SUCH_VERSION:
+                raise  # retrying will not make it appear
+            raise ModelDownloadError(f"asking where v{version} lies failed: {error}") from error
+        try:
+            return self.cache.download(
+                version,
+                lambda into: mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=str(into)
+                ),
+            )
+        except (MlflowException, OSError) as error:
+            raise ModelDownloadError(f"downloading v{version} failed: {error}") from error
 
     def load_cached(self) -> LoadedModel | None:
         cached = self.cache.last_loaded()
@@ -261,6 +284,7 @@ class ChampionHolder:
         loader: ChampionLoader,
         on_swap: Callable[[LoadedModel], None] = lambda model: None,
         on_refused: Callable[[str, Exception], None] = lambda version, error: None,
+        on_download_failed: Callable[[str, Exception], None] = lambda version, error: None,
     ) -> None:
         self.loader = loader
         self.current: LoadedModel | None = None
@@ -268,6 +292,7 @@ class ChampionHolder:
         self.start_note: str | None = None  # how start-up went when not from the registry
         self._on_swap = on_swap
         self._on_refused = on_refused
+        self._on_download_failed = on_download_failed
 
     # ---- start-up ----
     def load_initial(self) -> LoadedModel | None:
@@ -303,6 +328,11 @@ class ChampionHolder:
             return
         try:
             model = self.loader.load_version(version)
+        except ModelDownloadError as error:
+            logger.warning("champion v%s not downloaded; next poll tries again: %s", version, error)
+            self.status.error = f"{error}"[:ERROR_CHARS]
+            self._on_download_failed(version, error)
+            return
         except Exception as error:  # noqa: BLE001 - a bad version must not stop the service
             logger.exception("champion v%s refused", version)
             self.status.refused_versions[version] = f"{type(error).__name__}: {error}"[:ERROR_CHARS]

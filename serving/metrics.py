@@ -5,7 +5,8 @@
 - ``ranklab_rank_latency_seconds{served_by}``: time inside the handler (histogram).
 - ``ranklab_cold_start_total{entity}``: unknown users and items served with defaults.
 - ``ranklab_served_model_info{model_name,version,source}``: 1 for the model in use.
-- ``ranklab_model_loads_total{outcome}``: champion versions loaded or refused.
+- ``ranklab_model_loads_total{outcome}``: champion versions loaded, refused, or whose
+  download failed (tried again at the next poll).
 - ``ranklab_prediction_log_rows_written_total`` and ``ranklab_prediction_log_pending``.
 - ``ranklab_experiment_requests_total{experiment,arm,served_by}``: requests by A/B arm.
 
@@ -69,7 +70,8 @@ class ServingMetrics:
         )
         self.model_loads = Counter(
             "ranklab_model_loads",
-            "Champion versions loaded (at start-up and on each alias move), or refused.",
+            "Champion versions loaded (at start-up and on each alias move), refused, or whose "
+            "download failed (tried again at the next poll).",
             ["outcome"],
             registry=registry,
         )
@@ -113,6 +115,9 @@ class ServingMetrics:
 
     def model_refused(self, version: str, error: Exception) -> None:  # noqa: ARG002 - a hook
         self.model_loads.labels(outcome="refused").inc()
+
+    def model_download_failed(self, version: str, error: Exception) -> None:  # noqa: ARG002
+        self.model_loads.labels(outcome="download_failed").inc()
 
     def set_served_model(self, model_name: str, version: str, source: str) -> None:
         """Point the info gauge at the model now in use (the previous one drops to 0)."""

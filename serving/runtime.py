@@ -224,7 +224,12 @@ def _follow_champion(
         ModelDiskCache(model_cache_dir(settings)),
         check=lambda model: check_model(model, served_columns),
     )
-    return ChampionHolder(loader, on_swap=metrics.model_loaded, on_refused=metrics.model_refused)
+    return ChampionHolder(
+        loader,
+        on_swap=metrics.model_loaded,
+        on_refused=metrics.model_refused,
+        on_download_failed=metrics.model_download_failed,
+    )
 
 
 def _experiment_router(

@@ -13,15 +13,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from serving.champion import (
     SOURCE_DISK_CACHE,
     SOURCE_REGISTRY,
     ChampionHolder,
+    ChampionLoader,
     LoadedModel,
     ModelDiskCache,
+    ModelDownloadError,
 )
 
 
@@ -34,6 +39,7 @@ class Loader:
     alias: str | None = "1"
     registry_up: bool = True
     broken: set[str] = field(default_factory=set)
+    download_failures: int = 0  # the next loads that fail to download (then succeed)
     cached: LoadedModel | None = None
     loads: list[str] = field(default_factory=list)
 
@@ -44,6 +50,9 @@ class Loader:
 
     def load_version(self, version: str) -> LoadedModel:
         self.loads.append(version)
+        if self.download_failures:
+            self.download_failures -= 1
+            raise ModelDownloadError(f"downloading v{version} failed: connection reset")
         if version in self.broken:
             raise ValueError(f"v{version} does not score")
         return model(version)
@@ -83,6 +92,52 @@ def test_a_version_that_fails_to_load_is_refused_once_and_the_current_one_kept()
     assert champion.current.version == "1"
     assert loader.loads == ["1", "2"]  # not retried until the alias moves again
     assert "does not score" in champion.status.refused_versions["2"]
+
+
+def test_a_failed_download_is_tried_again_at_the_next_poll_not_refused():
+    loader = Loader(alias="1")
+    champion = holder(loader)
+    champion.load_initial()
+    loader.alias, loader.download_failures = "2", 1
+    champion.poll_once()
+
+    assert champion.current.version == "1"  # still serving the old one
+    assert champion.status.refused_versions == {}
+    assert "connection reset" in champion.status.error
+    champion.poll_once()
+    assert champion.current.version == "2"
+    assert champion.status.error is None
+
+
+def download_error(tmp_path: Path, uri: str | Exception) -> Exception:
+    """What ``ChampionLoader.load_version`` raises when the registry answers ``uri`` (or
+    raises it) for the version's download location."""
+
+    def download_uri(name: str, version: str) -> str:
+        if isinstance(uri, Exception):
+            raise uri
+        return uri
+
+    registry = SimpleNamespace(
+        model_name="ranker",
+        client=SimpleNamespace(get_model_version_download_uri=download_uri),
+    )
+    loader = ChampionLoader(registry, ModelDiskCache(tmp_path / "cache"), check=lambda m: None)  # type: ignore[arg-type]
+    with pytest.raises(Exception) as raised:
+        loader.load_version("9")
+    return raised.value
+
+
+def test_an_unreadable_artifact_store_is_a_download_error(tmp_path):
+    error = download_error(tmp_path, (tmp_path / "gone").as_uri())
+    assert isinstance(error, ModelDownloadError)
+    assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written left
+
+
+def test_a_version_the_registry_does_not_have_is_not_a_download_error(tmp_path):
+    missing = MlflowException("no version 9", error_code=RESOURCE_DOES_NOT_EXIST)
+    error = download_error(tmp_path, missing)
+    assert error is missing  # refused: retrying would not make it appear
 
 
 def test_registry_down_at_start_up_starts_from_the_disk_cache_and_says_so():
