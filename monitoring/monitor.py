@@ -110,7 +110,16 @@ def service_log_root(settings: Settings) -> Path:
 
 def served_days(traffic: Traffic) -> list[str]:
     """The days of ``traffic`` as ISO dates: the keys of the monitoring partitions."""
-    return [f"{w.start:%Y-%m-%d}" for w in windows_between(traffic.start, traffic.end, 24)]
+    return days_between(traffic.start, traffic.end)
+
+
+def days_between(start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
+    """The whole days in [start, end) as ISO dates (a partial last day is not a day yet)."""
+    return [
+        f"{w.start:%Y-%m-%d}"
+        for w in windows_between(start, end, 24)
+        if w.end - w.start == pd.Timedelta(days=1)
+    ]
 
 
 def day_window(day: str) -> Window:

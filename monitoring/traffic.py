@@ -50,6 +50,7 @@ from ranklab.settings import DataSettings, Settings
 # Clicks come within minutes of a search and purchases within hours; the label join waits
 # this long after a window closes before it calls the window's labels complete.
 LABEL_DELAY = pd.Timedelta(hours=6)
+LEDGER_META = "traffic.json"  # a saved ledger's span and plan, written after its tables
 REQUEST_ID = "request_id"
 TS = "ts"
 SCENARIO_ACTIVE = "scenario_active"
@@ -191,13 +192,13 @@ class Traffic:
         directory = Path(directory)
         for name in ("requests", "impressions", "clicks", "items"):
             write_parquet(getattr(self, name), directory / f"{name}.parquet")
-        write_json(self.meta, directory / "traffic.json")
+        write_json(self.meta, directory / LEDGER_META)  # last: it names what the tables hold
         return directory
 
     @classmethod
     def load(cls, directory: Path) -> Traffic:
         directory = Path(directory)
-        meta_path = directory / "traffic.json"
+        meta_path = directory / LEDGER_META
         if not meta_path.exists():
             raise FileNotFoundError(f"no simulated traffic at {directory}: run simulate first")
         tables = {
@@ -205,6 +206,16 @@ class Traffic:
             for name in ("requests", "impressions", "clicks", "items")
         }
         return cls(**tables, meta=json.loads(meta_path.read_text(encoding="utf-8")))
+
+
+def ledger_span(directory: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """(start, end) of the ledger saved in ``directory``, from its meta file alone (None when
+    there is none): cheap enough for a sensor to call every tick."""
+    meta_path = Path(directory) / LEDGER_META
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return pd.Timestamp(meta["start"]), pd.Timestamp(meta["end"])
 
 
 def traffic_dir(settings: Settings, run: str) -> Path:

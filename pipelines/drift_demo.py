@@ -35,10 +35,9 @@ from features.store import feature_store
 from models.registry import Registry
 from monitoring.alerts import Alert, read_alerts
 from monitoring.clients import HttpRanking, online_store_refresh
-from monitoring.monitor import served_days, served_dir, service_log_root
+from monitoring.monitor import served_dir, service_log_root
 from monitoring.scenarios import get_scenario
 from monitoring.traffic import Traffic, TrafficPlan, simulate_traffic
-from pipelines.defs.monitoring_assets import served_days as served_days_partitions
 from pipelines.run import dagster_instance
 from ranklab.settings import Settings
 from serving.launch import server_command, server_env
@@ -175,7 +174,7 @@ def run_drift_demo(
                 before = _serve(settings, tables, plan, server, after=None)
             result.change_at = before.change_at
             with step(f"monitor {days_before} served days (one partition each)"):
-                windows = _monitor(defs, instance, before)
+                windows = _monitor(defs, instance)
 
             with step("retraining sensor: one tick"):
                 requests = _tick(defs, instance, echo)
@@ -195,9 +194,9 @@ def run_drift_demo(
 
             plan = TrafficPlan(days=days_after, scenario=get_scenario(scenario), change_day=0)
             with step(f"serve {days_after} more days over HTTP"):
-                after = _serve(settings, tables, plan, server, after=before)
+                _serve(settings, tables, plan, server, after=before)
             with step(f"monitor the {days_after} new days"):
-                windows |= _monitor(defs, instance, before.followed_by(after), only=after)
+                windows |= _monitor(defs, instance)
             with step("retraining sensor: one more tick (shown, not executed)"):
                 _tick(defs, instance, echo)
     result.alerts = read_alerts(settings)
@@ -247,13 +246,20 @@ def _serve(settings, tables, plan, server: Server, after: Traffic | None) -> Tra
     return traffic
 
 
-def _monitor(
-    defs, instance, ledger: Traffic, only: Traffic | None = None
-) -> dict[str, dict[str, object]]:
-    """A ``monitoring_window`` run per day of ``only`` (default: every day of ``ledger``);
-    each day's materialisation metadata."""
-    days = served_days(only or ledger)
-    instance.add_dynamic_partitions(served_days_partitions.name, days)
+def _monitor(defs, instance) -> dict[str, dict[str, object]]:
+    """One tick of ``served_days_sensor``, carried out as the daemon would: the new served
+    days become partitions and each one's ``monitoring`` run is executed; each day's
+    materialisation metadata."""
+    sensor = defs.resolve_sensor_def("served_days_sensor")
+    # Called directly: outside the daemon, ``evaluate_tick`` cannot see the partitions that
+    # this very result adds, and refuses its run requests.
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        result = sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return {}
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    days = [request.partition_key for request in result.run_requests or []]
     return {
         day: _materialization(
             _execute(defs, instance, "monitoring", partition_key=day), "monitoring_window"

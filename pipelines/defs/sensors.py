@@ -1,4 +1,9 @@
-"""Sensors: the monitoring alerts, turned into retraining runs.
+"""Sensors: served days turned into monitoring runs, and monitoring alerts into retraining.
+
+``served_days_sensor`` watches the served-traffic ledger (``monitoring.monitor.served_dir``).
+Each whole day it covers that is not yet a ``served_days`` partition becomes one, with a
+``monitoring`` run for it (run key ``served_day:<day>``, so a day is monitored once): the
+monitoring windows follow the traffic without anyone adding partitions by hand.
 
 ``retraining_sensor`` reads the alert log (``monitoring.alerts.read_alerts``, oldest first)
 from the last alert it handled (its cursor) on. It logs every new alert; for each one that
@@ -18,9 +23,28 @@ any other; if it wins, ``champion`` moves and a running service swaps to it.
 import dagster as dg
 
 from monitoring.alerts import Alert, read_alerts
-from monitoring.monitor import served_dir
-from pipelines.defs.jobs import retrain_job
+from monitoring.monitor import days_between, served_dir
+from monitoring.traffic import ledger_span
+from pipelines.defs.jobs import monitoring_job, retrain_job
+from pipelines.defs.monitoring_assets import served_days
 from pipelines.defs.resources import SettingsResource
+
+
+@dg.sensor(job=monitoring_job, minimum_interval_seconds=60)
+def served_days_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource):
+    """A monitoring partition and run for each new whole day of served traffic."""
+    ledger = served_dir(settings.get())
+    span = ledger_span(ledger)
+    if span is None:
+        return dg.SkipReason(f"no served-traffic ledger at {ledger} yet")
+    known = set(context.instance.get_dynamic_partitions(served_days.name))
+    new = [day for day in days_between(*span) if day not in known]
+    if not new:
+        return dg.SkipReason(f"no new served day (the ledger ends {span[1]:%Y-%m-%d %H:%M})")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=day, run_key=f"served_day:{day}") for day in new],
+        dynamic_partitions_requests=[served_days.build_add_request(new)],
+    )
 
 
 def new_alerts(alerts: list[Alert], cursor: str | None) -> list[Alert]:
@@ -80,4 +104,4 @@ def retraining_sensor(context: dg.SensorEvaluationContext, settings: SettingsRes
     return [retrain_request(retraining, str(ledger))]
 
 
-SENSORS = [retraining_sensor]
+SENSORS = [served_days_sensor, retraining_sensor]

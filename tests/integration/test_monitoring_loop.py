@@ -174,6 +174,40 @@ def test_a_drills_retraining_alert_without_served_traffic_starts_no_run(tmp_path
     assert tick.cursor == "feature_drift-2030-01-01T0000-v9"
 
 
+def _served_days_tick(defs, instance) -> dg.SensorResult | dg.SkipReason:
+    """The sensor called directly (as the drift demo does): outside the daemon,
+    ``evaluate_tick`` cannot see the partitions its own result adds."""
+    sensor = defs.resolve_sensor_def("served_days_sensor")
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        return sensor(context)
+
+
+def test_the_served_days_sensor_asks_once_for_each_whole_served_day(served):
+    _, defs, _, _, traffic, _ = served
+    days = served_days(traffic)
+    with dg.instance_for_test() as instance:  # no partitions yet (other tests add their own)
+        first = _served_days_tick(defs, instance)
+        (add,) = first.dynamic_partitions_requests
+        instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
+        second = _served_days_tick(defs, instance)  # the daemon added the partitions: nothing new
+
+    assert len(days) == SERVED_DAYS
+    assert [r.partition_key for r in first.run_requests] == days
+    assert [r.run_key for r in first.run_requests] == [f"served_day:{day}" for day in days]
+    assert (add.partitions_def_name, list(add.partition_keys)) == (
+        served_days_partitions.name,
+        days,
+    )
+    assert isinstance(second, dg.SkipReason) and "no new served day" in second.skip_message
+
+
+def test_the_served_days_sensor_waits_for_a_ledger(tmp_path):
+    defs = build_definitions(Settings(state_dir=tmp_path / "state", data=DATA, split=SPLIT))
+    with dg.instance_for_test() as instance:
+        tick = _served_days_tick(defs, instance)
+    assert isinstance(tick, dg.SkipReason) and "no served-traffic ledger" in tick.skip_message
+
+
 def test_a_retraining_run_over_served_traffic_registers_a_version_judged_on_served_days(served):
     settings, defs, instance, _, traffic, champion = served
 

@@ -11,9 +11,9 @@ from features.generator import generate_marketplace
 from models.popularity import PopularityRanker
 from monitoring.alerts import Alert
 from monitoring.clients import InProcessRanking
-from monitoring.monitor import day_window
+from monitoring.monitor import day_window, days_between
 from monitoring.scenarios import SilentDegradation
-from monitoring.traffic import TrafficPlan, simulate_traffic
+from monitoring.traffic import LEDGER_META, TrafficPlan, ledger_span, simulate_traffic
 from pipelines.defs.sensors import new_alerts, retrain_request
 from ranklab.settings import DataSettings, Settings
 
@@ -108,3 +108,22 @@ def test_traffic_that_does_not_continue_is_refused(tmp_path):
     first = simulate_traffic(tables, DATA, plan, _client(tmp_path, "a"))
     with pytest.raises(ValueError, match="does not continue"):
         first.followed_by(first)
+
+
+def test_days_between_counts_whole_days_only():
+    start = pd.Timestamp("2026-10-01", tz="UTC")
+    # A ledger that ends mid-day: that day is not a monitoring partition until it is whole.
+    assert days_between(start, start + pd.Timedelta(days=2, hours=5)) == [
+        "2026-10-01",
+        "2026-10-02",
+    ]
+    assert days_between(start, start + pd.Timedelta(hours=23)) == []
+
+
+def test_ledger_span_reads_the_meta_file_alone(tmp_path):
+    assert ledger_span(tmp_path) is None  # nothing saved yet
+    (tmp_path / LEDGER_META).write_text(
+        '{"start": "2026-10-01T00:00:00+00:00", "end": "2026-10-03T00:00:00+00:00"}'
+    )
+    start, end = ledger_span(tmp_path)
+    assert (end - start) == pd.Timedelta(days=2) and str(start.tz) == "UTC"
