@@ -164,7 +164,7 @@ class OnlineRows:
     ``online_read`` is the interface every Feast online store implements (SQLite, Redis,
     PostgreSQL...) and the call ``FeatureStore.get_online_features`` ends in. Called directly
     for the two or three views a request needs, it skips the SDK's request resolution and
-    response building around it: ~0.1 ms instead of ~0.4 ms of CPU for the user's read,
+    response building around it: the user's rows cost 0.21 instead of 0.39 ms of CPU,
     measured in-process. The values are the SDK's (``feast_value_type_to_python_type``), and
     ``tests/integration/test_serving_features.py`` holds the frames equal to Feast's.
 

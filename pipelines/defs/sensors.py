@@ -26,7 +26,7 @@ from monitoring.alerts import Alert, read_alerts
 from monitoring.monitor import days_between, served_dir
 from monitoring.traffic import ledger_span
 from pipelines.defs.jobs import monitoring_job, retrain_job
-from pipelines.defs.monitoring_assets import served_days
+from pipelines.defs.monitoring_assets import served_days as served_days_partitions
 from pipelines.defs.resources import SettingsResource
 
 
@@ -37,13 +37,13 @@ def served_days_sensor(context: dg.SensorEvaluationContext, settings: SettingsRe
     span = ledger_span(ledger)
     if span is None:
         return dg.SkipReason(f"no served-traffic ledger at {ledger} yet")
-    known = set(context.instance.get_dynamic_partitions(served_days.name))
+    known = set(context.instance.get_dynamic_partitions(served_days_partitions.name))
     new = [day for day in days_between(*span) if day not in known]
     if not new:
         return dg.SkipReason(f"no new served day (the ledger ends {span[1]:%Y-%m-%d %H:%M})")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=day, run_key=f"served_day:{day}") for day in new],
-        dynamic_partitions_requests=[served_days.build_add_request(new)],
+        dynamic_partitions_requests=[served_days_partitions.build_add_request(new)],
     )
 
 
