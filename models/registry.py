@@ -113,6 +113,9 @@ class Registry:
         if self.settings.profile == "local":
             # SQLite creates the database file, but not the folder it lives in.
             self.settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            # MLflow creates its tables in PostgreSQL, but not the database they live in.
+            ensure_postgres_database(self.tracking_uri)
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     # ---- tracking ---------------------------------------------------------------------------
@@ -393,3 +396,39 @@ def current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no login name in some containers
         return "unknown"
+
+
+POSTGRES_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # an unquoted PostgreSQL identifier
+
+
+def ensure_postgres_database(uri: str) -> bool:
+    """Create the PostgreSQL database ``uri`` names when the server lacks it (True: created).
+
+    Connects to the server's ``postgres`` maintenance database; raises ``ConnectionError``
+    naming the server when it cannot be reached, before MLflow retries for a minute.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    url = make_url(uri)
+    name = url.database or ""
+    if not POSTGRES_NAME.fullmatch(name):
+        raise ValueError(f"MLflow's PostgreSQL database name {name!r} is not a plain identifier")
+    engine = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).scalar()
+            if found:
+                return False
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+            return True
+    except OperationalError as error:
+        raise ConnectionError(
+            f"PostgreSQL at {url.host}:{url.port or 5432} (MLflow's backend in the services "
+            f"profile) cannot be reached: {error.orig}"
+        ) from error
+    finally:
+        engine.dispose()

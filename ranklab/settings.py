@@ -7,8 +7,9 @@ has no side effects, and paths are only created by the code that writes to them.
 
 Two profiles:
 - ``local`` (default): everything embedded, under ``state_dir`` (SQLite, parquet, files).
-- ``services``: the same code against PostgreSQL (MLflow backend, Dagster storage) and
-  Redis (Feast online store) on loopback.
+- ``services``: the same code against PostgreSQL (MLflow's backend; the database is
+  created on first use) and Redis (Feast online store) on loopback. Dagster's run storage
+  stays under ``state_dir``: ``dagster-postgres`` is not installed.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class MlflowSettings(_Section):
     experiment: str = Field("ranklab", description="MLflow experiment for training runs.")
     registered_model: str = Field("ranker", description="Registry name of the served model.")
     postgres_uri: str = Field(
-        "postgresql://postgres@127.0.0.1:5432/ranklab_mlflow",
+        # The driver named: SQLAlchemy 2.1 takes psycopg 3 for a bare postgresql://.
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/ranklab_mlflow",
         description="MLflow backend store (services profile only).",
     )
 
