@@ -42,7 +42,9 @@ def test_building_settings_creates_nothing_on_disk(tmp_path):
 
 def test_services_profile_points_mlflow_at_postgres():
     settings = Settings(profile="services")
-    assert settings.mlflow_tracking_uri.startswith("postgresql://")
+    # The driver is named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is
+    # not installed (psycopg2 is).
+    assert settings.mlflow_tracking_uri.startswith("postgresql+psycopg2://")
 
 
 def test_cli_prints_a_documented_schema():
