@@ -156,6 +156,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def reachable(host: str, port: int) -> bool:
+    """Whether a server answers at host:port (the services profile's PostgreSQL and Redis)."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def copy_state(state: ServingState, target: Path) -> Settings:
     """The trained state without what a server leaves (its model cache, its log): for a
     test whose server must not share the session's state."""

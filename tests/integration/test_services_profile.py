@@ -9,12 +9,12 @@ servers do not answer.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
+from serving_fixtures import reachable
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -25,14 +25,6 @@ from ranklab.settings import REPO_ROOT, Settings, get_settings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NAME = f"ranklab_test_{os.getpid()}"  # the database and the Feast project of this test run
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def drop_database(uri: str) -> None:

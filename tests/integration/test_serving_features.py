@@ -10,7 +10,6 @@ transformation itself; these tests prove it returns the same frame, whatever is 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 
 import pandas as pd
@@ -21,6 +20,7 @@ from serving_fixtures import (  # noqa: F401 - serving_state is a fixture
     ServingState,
     copy_state,
     feature_rows_deleted,
+    reachable,
     serving_state,
 )
 
@@ -70,15 +70,6 @@ def test_a_known_entity_lacking_a_feature_raises_instead_of_inventing_it(serving
     assert reader.read(user, "books", items).cold_user is False  # restored
 
 
-def reachable(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def redis_store(serving_state: ServingState, tmp_path_factory) -> Iterator[FeatureStore]:
     """The serving state's features materialized into Redis, the ``services`` profile's online
@@ -90,7 +81,8 @@ def redis_store(serving_state: ServingState, tmp_path_factory) -> Iterator[Featu
             "feast": copied.feast.model_copy(update={"project": f"ranklab_test_{os.getpid()}"}),
         }
     )
-    if not reachable(settings.feast.redis_connection):
+    host, port = settings.feast.redis_connection.rsplit(":", 1)
+    if not reachable(host, int(port)):
         pytest.skip(f"no Redis at {settings.feast.redis_connection} (the services profile's)")
     store = apply_definitions(settings)
     assert store.config.online_store.type == "redis"
