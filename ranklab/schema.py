@@ -36,6 +36,11 @@ ITEM_CATEGORY = "item_category"
 
 # Labels and logging facts in the training set
 POSITION = "position"  # logged position, 1-based: a training-only input, never a serving feature
+# The randomisation intervention (position-bias estimation): True where the item's position was
+# drawn at random (a uniform shuffle of the policy's top k); POLICY_POSITION is where the
+# logging policy itself would have put the item, so the log says exactly what was randomised.
+RANDOMIZED = "randomized"
+POLICY_POSITION = "policy_position"
 CLICKED = "clicked"
 PURCHASED = "purchased"
 LABEL = "label"  # graded relevance: 0 nothing, 1 click, 2 purchase (LETOR: the given grade)
