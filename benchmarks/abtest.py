@@ -6,7 +6,7 @@ Builds its own world in ``--state`` (default: a temporary folder): the default m
 (``DataSettings()``), its training set through the real Feast store, and two models of the
 line-up with a known order: the popularity baseline (control) and the pipeline's candidate,
 the position-debiased PyTorch ranker (treatment). Then, with the in-process request path
-and the simulator's users (``monitoring/abtest/simulation.py``):
+and the simulator's users (``simulation/abtest.py``):
 
 1. **true effect**: expected clicks per session of each model on the same searches, from
    the ground truth (each request is ranked by both models; the click model gives the
@@ -50,7 +50,7 @@ import pandas as pd  # noqa: E402
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 
 from benchmarks.world import build_training_world  # noqa: E402
-from features.click_model import ClickModel  # noqa: E402
+from simulation.click_model import ClickModel  # noqa: E402
 from models import train  # noqa: E402
 from monitoring.abtest.interleaving import interleaving_result  # noqa: E402
 from monitoring.abtest.power import baseline_of, sample_size  # noqa: E402
@@ -63,7 +63,7 @@ from monitoring.abtest.readout import (  # noqa: E402
     sample_ratio_check,
     samples,
 )
-from monitoring.abtest.simulation import (  # noqa: E402
+from simulation.abtest import (  # noqa: E402
     ArmModel,
     ExperimentRun,
     potential_clicks,
@@ -71,7 +71,7 @@ from monitoring.abtest.simulation import (  # noqa: E402
     simulate_experiment,
     simulate_interleaving,
 )
-from monitoring.traffic import TrafficPlan  # noqa: E402
+from simulation.traffic import TrafficPlan  # noqa: E402
 from ranklab.io import write_json, write_text  # noqa: E402
 from ranklab.settings import Settings  # noqa: E402
 from serving.experiment import Arm, ExperimentConfig  # noqa: E402

@@ -20,7 +20,7 @@ Then, with the in-process serving path and one-day windows:
 Results go to ``<state>/reports/monitoring_benchmark.md`` (and ``.json``) and are printed.
 
 ``--loop``: instead, the closed loop per scenario, each in its own state folder: the
-``make drift-demo`` story (``pipelines/drift_demo.py``: lifecycle, the real service over
+``make drift-demo`` story (``simulation/drift_demo.py``: lifecycle, the real service over
 HTTP, monitoring partitions, the retraining sensor, the retrain run and gate, the swap, more
 days). It measures time to detect (change to the first alert that requests retraining,
 simulated hours), time to mitigate (the retrain run's start to the service answering with
@@ -45,12 +45,12 @@ import torch  # noqa: E402
 
 from benchmarks.world import build_training_world  # noqa: E402
 from monitoring.alerts import Alert  # noqa: E402
-from monitoring.clients import InProcessRanking  # noqa: E402
+from simulation.clients import InProcessRanking  # noqa: E402
 from monitoring.monitor import WindowResult, monitor_traffic  # noqa: E402
 from monitoring.reference import MonitoringReference, build_reference  # noqa: E402
 from monitoring.reports import ReportStore  # noqa: E402
-from monitoring.scenarios import SCENARIOS, Scenario, get_scenario  # noqa: E402
-from monitoring.traffic import TrafficPlan, simulate_traffic, traffic_dir  # noqa: E402
+from simulation.scenarios import SCENARIOS, Scenario, get_scenario  # noqa: E402
+from simulation.traffic import TrafficPlan, simulate_traffic, traffic_dir  # noqa: E402
 from ranklab.io import write_json, write_text  # noqa: E402
 from ranklab.settings import DataSettings, Settings, SplitSettings  # noqa: E402
 
@@ -136,7 +136,7 @@ def detection(world: World, name: str) -> dict[str, object]:
 
 
 def _delay_hours(scenario: Scenario) -> float:
-    from monitoring.traffic import LABEL_DELAY
+    from simulation.traffic import LABEL_DELAY
 
     return LABEL_DELAY.total_seconds() / 3600 if scenario.caught_by == "ranking_quality" else 0.0
 
@@ -184,7 +184,7 @@ LOOP_DAYS = (14, 4)  # served before the sensor ticks, served after retraining
 
 
 def loop(state: Path, scenario: str, scale: float, seed: int, port: int) -> dict[str, object]:
-    from pipelines.drift_demo import run_drift_demo
+    from simulation.drift_demo import run_drift_demo
 
     settings = Settings(
         state_dir=state / f"loop-{scenario}", data=DataSettings(scale=scale), split=LOOP_SPLIT

@@ -135,8 +135,8 @@ def truth_ceilings(ts: TrainingSet, data: DataSettings, n_boot: int) -> dict[str
       qualities, without the per-impression noise. No model sees latents; it bounds even
       a perfect feature set.
     """
-    from features.click_model import ClickModel
-    from features.generator import generate_marketplace
+    from simulation.click_model import ClickModel
+    from simulation.generator import generate_marketplace
 
     test = ts.part("test")
     fitted_to_truth = LambdaMart(ts.feature_columns, seed=0, label=TRUE_RELEVANCE)
@@ -209,7 +209,7 @@ def generated_training_set(settings: Settings, data: DataSettings, rebuild: bool
     """The marketplace of ``data``, through the real Feast path, cached on disk."""
     # Imported here: Feast and the generator are only needed for this half of the benchmark.
     from features import aggregates
-    from features.generator import generate_marketplace
+    from simulation.generator import generate_marketplace
     from features.store import apply_definitions
     from features.training_set import build_training_set, load_training_set, save_training_set
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from features import aggregates
-from features.generator import generate_marketplace
+from simulation.generator import generate_marketplace
 from features.store import apply_definitions
 from features.training_set import build_training_set
 from models import train

@@ -7,7 +7,7 @@ The format, as MSLR-WEB10K/30K, Yahoo LTR and Istella ship it, one document per 
 Feature ids are 1-based and sparse (an absent feature is 0). A query plays the role of a
 session, its documents the role of shown items, and the grade the role of the label, so real
 data goes through the same training, evaluation and registry path as the generated data.
-There is no ground truth beyond the grade: ``true_utility`` is NaN.
+There is no ground truth beyond the grade, and no logged position: nothing to debias.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ranklab.schema import ITEM_ID, LABEL, SESSION_ID, SPLIT, SPLITS, TRUE_UTILITY, TrainingSet
+from ranklab.schema import ITEM_ID, LABEL, SESSION_ID, SPLIT, SPLITS, TrainingSet
 
 MSLR_FILES = {"train": "train.txt", "valid": "vali.txt", "test": "test.txt"}
 
@@ -84,7 +84,6 @@ def letor_training_set(
 
     frame = pd.concat([_with_split(parts[split], split) for split in SPLITS], ignore_index=True)
     frame.insert(1, ITEM_ID, frame.groupby(SESSION_ID, sort=False).cumcount().astype(np.int64))
-    frame.insert(3, TRUE_UTILITY, np.nan)
     metadata = {
         "files": {split: str(Path(p)) for split, p in paths.items() if p is not None},
         "split_from_train": [split for split in ("valid", "test") if paths[split] is None],

@@ -115,11 +115,10 @@ def impression_rows(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         schema.REGION,
         schema.USER_SEGMENT,
         schema.POSITION,
+        schema.RANDOMIZED,
         schema.CLICKED,
         schema.PURCHASED,
         schema.LABEL,
-        schema.TRUE_UTILITY,
-        schema.TRUE_RELEVANCE,
     ]
     return rows[columns].reset_index(drop=True)
 

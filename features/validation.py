@@ -21,18 +21,20 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from features.click_model import CATEGORIES, DEVICES, REGIONS
 from ranklab.schema import (
+    CATEGORIES,
     DEVICE,
+    DEVICES,
     ITEM_ID,
+    POLICY_POSITION,
     POSITION,
     PURCHASED,
     QUERY_CATEGORY,
+    RANDOMIZED,
     RAW_TABLES,
     REGION,
+    REGIONS,
     SESSION_ID,
-    TRUE_RELEVANCE,
-    TRUE_UTILITY,
     USER_ID,
 )
 
@@ -88,9 +90,6 @@ def _identifier() -> pa.Column:
     return pa.Column("int64", pa.Check.ge(0))
 
 
-# Ground-truth latents are the generator's business: present or not, any dtype.
-_LATENTS = {"latent_.+": pa.Column(regex=True, required=False, nullable=True)}
-
 SCHEMAS = {
     "users": pa.DataFrameSchema(
         {
@@ -98,7 +97,6 @@ SCHEMAS = {
             REGION: _one_of(REGIONS),
             "preferred_device": _one_of(DEVICES),
             "signup_ts": _utc_timestamp(),
-            **_LATENTS,
         },
         strict=True,
     ),
@@ -109,7 +107,6 @@ SCHEMAS = {
             "brand": pa.Column(str),
             "price": pa.Column(float, pa.Check.gt(0)),
             "launch_ts": _utc_timestamp(),
-            **_LATENTS,
         },
         strict=True,
     ),
@@ -129,8 +126,8 @@ SCHEMAS = {
             SESSION_ID: _identifier(),
             ITEM_ID: _identifier(),
             POSITION: pa.Column("int64", pa.Check.ge(1)),
-            TRUE_UTILITY: pa.Column(float),
-            TRUE_RELEVANCE: pa.Column("int64", pa.Check.in_range(0, 4)),
+            RANDOMIZED: pa.Column(bool),
+            POLICY_POSITION: pa.Column("int64", pa.Check.ge(1)),
         },
         strict=True,
     ),

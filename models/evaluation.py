@@ -3,15 +3,20 @@
 Sessions, not rows, are resampled: rows of one session are not independent (they share a
 user, a query and one ranking), and the session is what a user experiences.
 
-Two kinds of gain are evaluated where they exist:
-- ``label``: what was observed (clicks and purchases, or the LETOR grade). This is all a
-  production system ever sees, so the promotion gate decides on it.
-- ``true_relevance``: the generator's ground truth, free of position bias. It says whether
-  a gain on the observed label is a gain for users.
+Each *gain* is a column of the frame the metrics grade an order by:
+- ``label``: what was observed (clicks and purchases, or the LETOR grade), as logged: biased
+  towards whatever the old ranker put on top;
+- ``label_ipw``: the same label weighted by the inverse of its estimated examination
+  propensity (``models/propensity.py``), where logged positions exist: an estimate of the
+  label free of position bias, from the logs alone. The gate decides on it.
+
+A grader that knows more (the simulator's ground truth) passes its own gain columns in
+``extra_gains``; this module never looks for them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,9 +29,10 @@ from models.metrics import (
     NoRelevant,
     per_session_metrics,
     resolve_no_relevant,
+    snips_dcg,
 )
 from models.slices import slice_table
-from ranklab.schema import CLICKED, LABEL, SESSION_ID, TRUE_RELEVANCE, TRUE_UTILITY
+from ranklab.schema import CLICKED, DEBIASED_LABEL, LABEL, SESSION_ID
 
 # The bootstrap lives in models/bootstrap.py (slices.py needs it too); it is part of this
 # module's public surface.
@@ -35,7 +41,6 @@ __all__ = [
     "ModelEvaluation",
     "bootstrap_ci",
     "evaluate",
-    "oracle_scores",
     "paired_bootstrap_diff",
 ]
 
@@ -47,17 +52,21 @@ class ModelEvaluation:
     """Everything measured for one model on one frame (usually the test split)."""
 
     model: str
-    # gain name ("label", "true_relevance") -> per-session metrics, index session_id, with the
+    # gain name ("label", "label_ipw", ...) -> per-session metrics, index session_id, with the
     # no-relevant policy already applied: NaN-free, and the same sessions for every model
     # evaluated on the same frame, so two models pair up for paired_bootstrap_diff.
     per_session: dict[str, pd.DataFrame]
     overall: dict[str, dict[str, Estimate]]  # gain -> metric -> Estimate
-    slices: pd.DataFrame  # PRIMARY_METRIC on the observed label, per slice (slices.py)
-    truth_slices: pd.DataFrame | None = None  # the same on the truth, where it exists
+    slices_by_gain: dict[str, pd.DataFrame]  # gain -> PRIMARY_METRIC per slice (slices.py)
     no_relevant: dict[str, NoRelevant] = field(default_factory=dict)  # gain -> policy used
 
     def primary(self, gain: str = LABEL) -> Estimate:
         return self.overall[gain][PRIMARY_METRIC]
+
+    @property
+    def slices(self) -> pd.DataFrame:
+        """PRIMARY_METRIC per slice on the observed label."""
+        return self.slices_by_gain[LABEL]
 
 
 def evaluate(
@@ -68,21 +77,27 @@ def evaluate(
     seed: int,
     n_boot: int = 1000,
     no_relevant: NoRelevant | None = None,
+    extra_gains: Mapping[str, NoRelevant] | None = None,
 ) -> ModelEvaluation:
-    """Metrics with intervals on the observed label and, where known, on the truth.
+    """Metrics with intervals on the observed label, on the debiased label where the frame
+    has it, and on each of ``extra_gains`` (a grader's columns, with their no-relevant policy).
 
     ``no_relevant`` defaults to ``default_no_relevant(frame)``: "skip" for click labels,
-    "one" for graded (LETOR) labels. The truth always uses "skip".
+    "one" for graded (LETOR) labels. The debiased label uses the label's policy.
     """
     attributes = session_attributes(frame, slice_columns)
-    policies: dict[str, NoRelevant] = {LABEL: no_relevant or default_no_relevant(frame)}
-    if has_truth(frame):
-        policies[TRUE_RELEVANCE] = "skip"
+    label_policy = no_relevant or default_no_relevant(frame)
+    policies: dict[str, NoRelevant] = {LABEL: label_policy}
+    if DEBIASED_LABEL in frame.columns:
+        policies[DEBIASED_LABEL] = label_policy
+    missing = [g for g in (extra_gains or {}) if g not in frame.columns]
+    if missing:
+        raise KeyError(f"evaluate({model}): frame lacks the gain columns {missing}")
+    policies |= dict(extra_gains or {})
 
     per_session, overall = {}, {}
     for gain, policy in policies.items():
-        raw = per_session_metrics(frame, scores, gain_column=gain)
-        per_session[gain] = resolve_no_relevant(raw, policy)
+        per_session[gain] = session_metrics(frame, scores, gain, policy)
         if per_session[gain].empty:
             raise ValueError(f"evaluate({model}): no session has an item with {gain} > 0")
         overall[gain] = {
@@ -99,30 +114,37 @@ def evaluate(
         model=model,
         per_session=per_session,
         overall=overall,
-        slices=slices_for(LABEL),
-        truth_slices=slices_for(TRUE_RELEVANCE) if TRUE_RELEVANCE in policies else None,
+        slices_by_gain={gain: slices_for(gain) for gain in policies},
         no_relevant=policies,
     )
 
 
-def oracle_scores(frame: pd.DataFrame) -> np.ndarray:
-    """The best possible ranking: by the true utility where known, else by the label itself."""
-    column = TRUE_UTILITY if has_truth(frame) else LABEL
-    return frame[column].to_numpy(dtype=float)
+def session_metrics(
+    frame: pd.DataFrame, scores: np.ndarray, gain: str, no_relevant: NoRelevant
+) -> pd.DataFrame:
+    """Every metric per session on ``gain``, the no-relevant policy applied: what the
+    evaluation, the candidate choice and the gate all compare.
+
+    On the debiased label the primary metric is the SNIPS estimate of DCG@10
+    (``models.metrics.snips_dcg``): per-session NDCG would divide the inverse-propensity
+    weights out again. The other metrics stay as they are.
+    """
+    per_session = resolve_no_relevant(per_session_metrics(frame, scores, gain), no_relevant)
+    if gain == DEBIASED_LABEL:
+        snips = snips_dcg(frame, scores, DEBIASED_LABEL, k=10)
+        per_session[PRIMARY_METRIC] = snips.reindex(per_session.index).fillna(0.0)
+    return per_session
+
+
+def decision_gain(frame: pd.DataFrame) -> str:
+    """The gain models are chosen and promoted on: the debiased label where the frame has
+    it (logged positions), else the label itself (graded labels have no position bias)."""
+    return DEBIASED_LABEL if DEBIASED_LABEL in frame.columns else LABEL
 
 
 def default_no_relevant(frame: pd.DataFrame) -> NoRelevant:
     """Click labels skip sessions without a click; graded labels (LETOR) count them as 1."""
     return "skip" if CLICKED in frame.columns else "one"
-
-
-def has_truth(frame: pd.DataFrame) -> bool:
-    """Whether every row carries the generator's ground truth (never true for real data)."""
-    return (
-        TRUE_RELEVANCE in frame.columns
-        and TRUE_UTILITY in frame.columns
-        and bool(frame[TRUE_RELEVANCE].notna().all())
-    )
 
 
 def session_attributes(frame: pd.DataFrame, slice_columns: list[str]) -> pd.DataFrame:

@@ -1,5 +1,7 @@
-"""One experiment, end to end on the test split: every trained model and the oracle evaluated
-on the same sessions, the comparison table people read, and the plots.
+"""One experiment, end to end on the test split: every trained model evaluated on the same
+sessions, the comparison table people read, and the plots. Everything here is computed from
+the logs alone: the simulator's grader adds its ground-truth columns beside this table
+(``simulation/grading.py``), never inside it.
 
 The Dagster assets in ``pipelines/defs/model_assets.py`` call these functions; so can a
 notebook or a benchmark.
@@ -14,43 +16,57 @@ import pandas as pd
 
 from models import plots
 from models.calibration import calibration
-from models.evaluation import ModelEvaluation, evaluate, oracle_scores
+from models.evaluation import ModelEvaluation, evaluate
 from models.metrics import PRIMARY_METRIC
 from models.slices import worst_slice
 from ranklab.io import write_text
-from ranklab.schema import CLICKED, LABEL, TRUE_RELEVANCE, TrainingSet
-
-ORACLE = "oracle"
+from ranklab.schema import CLICKED, DEBIASED_LABEL, ITEM_ID, LABEL, SESSION_ID, TrainingSet
 
 
 def evaluate_models(
     ts: TrainingSet, models: Mapping[str, object], seed: int, split: str = "test"
 ) -> dict[str, ModelEvaluation]:
-    """Each model's evaluation on ``split``, plus the oracle (the ceiling) where the truth
-    is known. Every evaluation sees the same sessions, so any two pair up for the gate."""
+    """Each model's evaluation on ``split``. Every evaluation sees the same sessions, so any
+    two pair up for the gate."""
     frame = ts.part(split)
     slices = ts.slice_columns
-    evaluations = {
+    return {
         name: evaluate(frame, model.predict(frame), name, slices, seed=seed)
         for name, model in models.items()
     }
-    if ts.has_ground_truth:
-        evaluations[ORACLE] = evaluate(frame, oracle_scores(frame), ORACLE, slices, seed=seed)
-    return evaluations
+
+
+def test_scores(ts: TrainingSet, models: Mapping[str, object], split: str = "test") -> pd.DataFrame:
+    """Each model's score of every ``split`` row, beside the keys and the label: what a
+    grader outside the system (the simulator's) needs to grade the same orders its own way."""
+    frame = ts.part(split)
+    keys = [c for c in (SESSION_ID, ITEM_ID, LABEL, DEBIASED_LABEL) if c in frame.columns]
+    scores = frame[keys].reset_index(drop=True)
+    for name, model in models.items():
+        scores[name] = model.predict(frame)
+    return scores
+
+
+def comparison_record(evaluations: Mapping[str, ModelEvaluation]) -> dict[str, object]:
+    """The primary metric of every model on every gain, as plain JSON."""
+    return {
+        name: {
+            gain: {"mean": e.mean, "lo": e.lo, "hi": e.hi, "n": e.n}
+            for gain, e in ((g, ev.primary(g)) for g in ev.overall)
+        }
+        for name, ev in evaluations.items()
+    }
 
 
 def comparison_table(evaluations: Mapping[str, ModelEvaluation]) -> pd.DataFrame:
-    """One row per model: NDCG@10 with its 95% interval on the observed label and on the
-    truth, the share of the oracle reached, and the worst slice."""
-    oracle = evaluations.get(ORACLE)
+    """One row per model: NDCG@10 with its 95% interval on the position-debiased label (what
+    the gate decides on) and on the logged clicks as they are, and the worst slice."""
     rows = []
     for name, ev in evaluations.items():
-        row = {"model": name, f"{PRIMARY_METRIC} (clicks)": str(ev.primary(LABEL))}
-        if TRUE_RELEVANCE in ev.overall:
-            truth = ev.primary(TRUE_RELEVANCE)
-            row[f"{PRIMARY_METRIC} (truth)"] = str(truth)
-            if oracle is not None:
-                row["of oracle"] = f"{truth.mean / oracle.primary(TRUE_RELEVANCE).mean:.1%}"
+        row = {"model": name}
+        if DEBIASED_LABEL in ev.overall:
+            row[f"{PRIMARY_METRIC} (debiased)"] = str(ev.primary(DEBIASED_LABEL))
+        row[f"{PRIMARY_METRIC} (clicks)"] = str(ev.primary(LABEL))
         row["worst slice (clicks)"] = _worst(ev.slices)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -74,10 +90,10 @@ def write_plots(
     """Slice bars with intervals, the ranker's training curves, and the reliability curve of
     every model that outputs click probabilities."""
     paths = [plots.plot_slices(list(evaluations.values()), out_dir / "slices_clicks.png")]
-    if ts.has_ground_truth:
+    if all(DEBIASED_LABEL in e.slices_by_gain for e in evaluations.values()):
         paths.append(
             plots.plot_slices(
-                list(evaluations.values()), out_dir / "slices_truth.png", on_truth=True
+                list(evaluations.values()), out_dir / "slices_debiased.png", gain=DEBIASED_LABEL
             )
         )
     histories = {n: m.history_ for n, m in models.items() if getattr(m, "history_", None)}

@@ -49,8 +49,14 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.evaluation import ModelEvaluation, paired_bootstrap_diff, session_attributes
-from models.metrics import PRIMARY_METRIC, per_session_metrics, resolve_no_relevant
+from models.evaluation import (
+    ModelEvaluation,
+    decision_gain,
+    paired_bootstrap_diff,
+    session_attributes,
+    session_metrics,
+)
+from models.metrics import PRIMARY_METRIC
 from models.pyfunc import score
 from models.registry import CHALLENGER, CHAMPION, Registry, current_user, utc_now
 from ranklab.io import write_json, write_text
@@ -75,8 +81,10 @@ class GateConfig(BaseModel):
     metric: str = Field(PRIMARY_METRIC, description="Per-session metric the gate compares.")
     gain: str = Field(
         LABEL,
-        description="Gain the metric is computed on: the observed label, the only one a "
-        "production system has (the ground truth is reported, not gated on).",
+        description="Gain the metric is computed on. ``promote`` defaults it to the "
+        "position-debiased label where the test frame has one (label_ipw: the logs' own "
+        "estimate of relevance), else the observed label. Raw clicks would reward a model "
+        "that copies the old ranker's order.",
     )
     alpha: float = Field(0.05, gt=0, lt=0.5, description="1 - confidence of the overall CIs.")
     n_boot: int = Field(1000, ge=100, description="Bootstrap resamples per interval.")
@@ -299,7 +307,7 @@ def promote(
     ``candidate`` and ``baseline`` are evaluations on ``test_frame`` (the candidate's from
     the in-memory model that was logged as ``version``).
     """
-    config = config or GateConfig()
+    config = config or GateConfig(gain=decision_gain(test_frame))
     version = str(version)
     _check_request(registry, version, candidate, baseline, config, force, reason)
     candidate_scores = _per_session(candidate, config)
@@ -450,8 +458,8 @@ def _resolved(
     test_frame: pd.DataFrame, scores: np.ndarray, candidate: ModelEvaluation, config: GateConfig
 ) -> pd.Series:
     """Per-session metric of ``scores`` with the candidate evaluation's no-relevant policy."""
-    raw = per_session_metrics(test_frame, scores, gain_column=config.gain)
-    return resolve_no_relevant(raw, candidate.no_relevant[config.gain])[config.metric]
+    policy = candidate.no_relevant[config.gain]
+    return session_metrics(test_frame, scores, config.gain, policy)[config.metric]
 
 
 def _record(registry: Registry, decision: GateDecision) -> None:

@@ -76,6 +76,33 @@ def per_session_metrics(
     return pd.DataFrame(columns, index=pd.Index(session_ids, name=SESSION_ID))
 
 
+def snips_dcg(frame: pd.DataFrame, scores: np.ndarray, gain_column: str, k: int = 10) -> pd.Series:
+    """Per session with a positive gain: its DCG@k over the frame's mean gain mass.
+
+    The counterfactual (debiased) metric for inverse-propensity-weighted click gains. Each
+    click's weight corrects for where the old ranker showed it, but *per-session* NDCG
+    divides that weight out again whenever a session has one click (most do): the session's
+    own ideal DCG has the same weight. Normalising by one constant for the whole frame keeps
+    it. The mean of the result is the self-normalised IPS estimate (SNIPS, Swaminathan and
+    Joachims, 2015) of DCG@k with gain = attraction, sum(c w discount) / sum(c w): at most 1,
+    reached when every session's clicked items are ranked first. Two models on the same logs
+    share the denominator, so their paired difference is the difference of their IPS sums.
+    Sessions without gain are left out (they add nothing to either sum).
+    """
+    gains, scores = _checked_inputs(frame, scores, gain_column)
+    session_codes, session_ids = pd.factorize(frame[SESSION_ID], sort=False)
+    model_rank = _rank_within_session(session_codes, np.lexsort((-scores, session_codes)))
+    discount = np.where(model_rank <= k, 1.0 / np.log2(model_rank + 1.0), 0.0)
+    n_sessions = len(session_ids)
+    dcg = np.bincount(session_codes, weights=gains * discount, minlength=n_sessions)
+    mass = np.bincount(session_codes, weights=gains, minlength=n_sessions)
+    has_gain = mass > 0
+    if not has_gain.any():
+        raise ValueError(f"snips_dcg: no session has a positive {gain_column!r}")
+    values = dcg[has_gain] / mass[has_gain].mean()
+    return pd.Series(values, index=pd.Index(session_ids[has_gain], name=SESSION_ID))
+
+
 def resolve_no_relevant(per_session: pd.DataFrame, no_relevant: NoRelevant) -> pd.DataFrame:
     """Apply the policy for sessions without a relevant item (their metrics are NaN).
 

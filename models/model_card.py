@@ -19,14 +19,22 @@ import pandas as pd
 from models.metrics import METRICS, PRIMARY_METRIC
 from models.slices import worst_slice
 from ranklab.io import write_text
-from ranklab.schema import CLICKED, EVENT_TIMESTAMP, LABEL, SESSION_ID, SPLITS, TrainingSet
+from ranklab.schema import (
+    CLICKED,
+    DEBIASED_LABEL,
+    EVENT_TIMESTAMP,
+    LABEL,
+    SESSION_ID,
+    SPLITS,
+    TrainingSet,
+)
 
 if TYPE_CHECKING:  # types only: the gate and the registry import this module
     from models.evaluation import Estimate, ModelEvaluation
     from models.gate import GateDecision
     from models.registry import Lineage
 
-GAIN_NAMES = {LABEL: "observed label", "true_relevance": "ground truth"}
+GAIN_NAMES = {LABEL: "logged clicks", DEBIASED_LABEL: "position-debiased clicks"}
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,8 @@ def _metrics_section(evaluation: ModelEvaluation, references: Sequence[ModelEval
         "## Metrics (test split)",
         "",
         "Mean over sessions with a 95% bootstrap interval. The observed label is clicks "
-        "and purchases (or the given grade); the ground truth exists for generated data only.",
+        "and purchases (or the given grade); the debiased label weighs each by the inverse "
+        "of its position's estimated examination propensity (models/propensity.py).",
         "",
         header,
         "|---|---|" + "---|" * (len(METRICS) + 1),

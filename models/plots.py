@@ -16,16 +16,18 @@ from matplotlib.figure import Figure
 from models.evaluation import ModelEvaluation
 from models.metrics import PRIMARY_METRIC
 from ranklab.io import atomic_path
+from ranklab.schema import LABEL
 
 
-def plot_slices(evaluations: Sequence[ModelEvaluation], path: Path, on_truth: bool = False) -> Path:
-    """NDCG@10 per slice value, one bar per model, 95% intervals as error bars.
+def plot_slices(evaluations: Sequence[ModelEvaluation], path: Path, gain: str = LABEL) -> Path:
+    """NDCG@10 per slice value on ``gain``, one bar per model, 95% intervals as error bars.
 
-    Slices too small to judge are drawn hollow. ``on_truth`` plots the ground-truth slices.
+    Slices too small to judge are drawn hollow.
     """
-    tables = {e.model: e.truth_slices if on_truth else e.slices for e in evaluations}
-    if any(t is None for t in tables.values()):
-        raise ValueError("plot_slices: on_truth=True needs evaluations made with a ground truth")
+    lacking = [e.model for e in evaluations if gain not in e.slices_by_gain]
+    if lacking:
+        raise ValueError(f"plot_slices: evaluations {lacking} were not made on the gain {gain!r}")
+    tables = {e.model: e.slices_by_gain[gain] for e in evaluations}
     first = next(iter(tables.values()))
     labels = [f"{s}={v}" for s, v in zip(first["slice"], first["value"], strict=True)]
     y = np.arange(len(labels))
@@ -43,7 +45,6 @@ def plot_slices(evaluations: Sequence[ModelEvaluation], path: Path, on_truth: bo
                 bar.set_fill(False)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    gain = "truth" if on_truth else "observed label"
     ax.set_xlabel(f"{PRIMARY_METRIC} ({gain}); hollow = too few sessions to judge")
     ax.legend(loc="best", fontsize="small")
     return _save(fig, path)

@@ -9,8 +9,9 @@ padded, and a mask says which slots are real items), F = features per item.
 
 Position bias. Logged clicks come from a position-based click model: an item is clicked
 when it is examined (likelier near the top) and attractive. Learning from raw clicks
-("naive") learns partly where the old ranker put things. ``debias="ipw"`` weights each
-click by the inverse of its examination probability (see ``propensity_weights``).
+("naive") learns partly where the old ranker put things. ``debias="ipw"`` trains on
+``label_ipw`` instead: each click weighted by the inverse of its examination probability,
+as the system estimated it from its own randomised sessions (``models/debiasing.py``).
 Graded labels (LETOR) need no debiasing: the gain is the grade itself.
 """
 
@@ -29,11 +30,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from features.click_model import ClickModel
 from models.base import require_features
-from models.evaluation import default_no_relevant
-from models.metrics import PRIMARY_METRIC, per_session_metrics, resolve_no_relevant
-from ranklab.schema import DEVICE, LABEL, POSITION, SESSION_ID
+from models.evaluation import default_no_relevant, session_metrics
+from models.metrics import PRIMARY_METRIC
+from ranklab.schema import DEBIASED_LABEL, LABEL, SESSION_ID
 
 # Intra-op threads while fitting and scoring. One: this MLP's matrix products are too small
 # to gain from a second thread, and when the cores are busy (Dagster, MLflow, a second fit)
@@ -54,9 +54,7 @@ class RankerConfig:
     seed: int = 0
     loss: Literal["listnet", "approxndcg"] = "listnet"
     temperature: float = 0.1  # approxndcg: smaller = closer to true ranks, harsher gradients
-    debias: Literal["none", "ipw"] = "none"
-    # Largest inverse-propensity weight: caps the variance that rare deep clicks add.
-    max_propensity_weight: float = 20.0
+    debias: Literal["none", "ipw"] = "none"  # "ipw": train on label_ipw (models/debiasing.py)
     # Also feed each feature relative to its session's mean: ranking is about how an item
     # compares with the other candidates, and this makes that comparison explicit.
     session_relative: bool = True
@@ -202,34 +200,19 @@ def loss_function(config: RankerConfig) -> Callable[..., torch.Tensor]:
     return listnet_loss
 
 
-# ---- training targets and the inverse-propensity estimator -----------------------------------
-
-
-def propensity_weights(
-    frame: pd.DataFrame, max_weight: float, click_model: ClickModel | None = None
-) -> np.ndarray:
-    """1 / P(examined | logged position, device), capped at ``max_weight``.
-
-    Under the position-based model, click = examined AND attractive, independently, so
-    E[click / P(examined)] = P(attractive): dividing each click by its examination
-    probability gives an unbiased estimate of relevance whatever position the old ranker
-    chose (Joachims et al., 2017). Deep positions have small propensities and so huge,
-    noisy weights; capping them trades a little bias for much less variance.
-    """
-    for column in (POSITION, DEVICE):
-        if column not in frame.columns:
-            raise KeyError(f"debias='ipw' needs a {column!r} column (logged clicks); it is missing")
-    click_model = click_model or ClickModel()
-    examination = click_model.examination(frame[POSITION].to_numpy(), frame[DEVICE].to_numpy())
-    return np.minimum(1.0 / examination, max_weight)
+# ---- training targets ------------------------------------------------------------------------
 
 
 def training_targets(frame: pd.DataFrame, config: RankerConfig) -> np.ndarray:
-    """The gain the loss puts probability mass on: the label, IPW-weighted if debiasing."""
-    gains = frame[LABEL].to_numpy(dtype=np.float64)
-    if config.debias == "ipw":
-        gains = gains * propensity_weights(frame, config.max_propensity_weight)
-    return gains.astype(np.float32)
+    """The gain the loss puts probability mass on: the label, or its IPW-weighted estimate."""
+    if config.debias != "ipw":
+        return frame[LABEL].to_numpy(dtype=np.float32)
+    if DEBIASED_LABEL not in frame.columns:
+        raise KeyError(
+            f"debias='ipw' trains on the {DEBIASED_LABEL!r} column, which this frame lacks: "
+            "estimate the examination curve first (models.debiasing.with_debiased_label)"
+        )
+    return frame[DEBIASED_LABEL].to_numpy(dtype=np.float32)
 
 
 # ---- training helpers -----------------------------------------------------------------------
@@ -342,16 +325,15 @@ class ListwiseRanker:
         return float(np.mean(losses))
 
     def _validation_ndcg(self, valid: pd.DataFrame) -> float:
-        """NDCG@10 on ``valid``, with the same (possibly IPW-weighted) gains as training.
+        """The early-stopping metric on ``valid``, on the gain the ranker trains on: NDCG@10
+        on the label, or the debiased estimate (SNIPS DCG@10 on ``label_ipw``) when IPW.
 
         Validating on raw clicks would reward the naive model for copying the old ranker's
-        order; the weighted gains estimate NDCG on relevance instead.
+        order; the weighted gains estimate the quality on relevance instead.
         """
-        targets = training_targets(valid, self.config)
-        gains = pd.DataFrame({SESSION_ID: valid[SESSION_ID].to_numpy(), "gain": targets})
-        per_session = per_session_metrics(gains, self.predict(valid), "gain")
-        resolved = resolve_no_relevant(per_session, default_no_relevant(valid))
-        return float(resolved[PRIMARY_METRIC].mean())
+        gain = DEBIASED_LABEL if self.config.debias == "ipw" else LABEL
+        per_session = session_metrics(valid, self.predict(valid), gain, default_no_relevant(valid))
+        return float(per_session[PRIMARY_METRIC].mean())
 
     # -- scoring --
 

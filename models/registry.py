@@ -98,6 +98,7 @@ class LoggedRanker:
     run_id: str
     version: str
     model_uri: str  # models:/ranker/<version>
+    model_name: str = ""  # which model of the line-up it is (e.g. ranker_ipw)
 
 
 class Registry:
@@ -162,7 +163,7 @@ class Registry:
             info = log_ranker(ranker, example, registered_model_name=self.model_name)
         version = str(info.registered_model_version)
         self.tag_version(version, {**lineage.as_tags(), "model.name": ranker.name})
-        return LoggedRanker(run.info.run_id, version, self.model_uri(version))
+        return LoggedRanker(run.info.run_id, version, self.model_uri(version), ranker.name)
 
     def log_artifacts(self, run_id: str, paths: Sequence[Path], folder: str | None = None) -> None:
         """Add files to a finished run (the model card and gate report come after training)."""
@@ -327,12 +328,12 @@ def metric_key(name: str) -> str:
 def evaluation_metrics(evaluation: ModelEvaluation, split: str = "test") -> dict[str, float]:
     """Every estimate as three metrics (mean, CI bounds) plus the slice means and counts.
 
-    Metrics on the observed label are ``<split>.<metric>``; on the ground truth
-    ``<split>.truth.<metric>``; slices ``slice.<column>=<value>.<metric>``.
+    Metrics on the observed label are ``<split>.<metric>``; on another gain (the debiased
+    label) ``<split>.<gain>.<metric>``; slices ``slice.<column>=<value>.<metric>``.
     """
     metrics: dict[str, float] = {}
     for gain, estimates in evaluation.overall.items():
-        prefix = split if gain == LABEL else f"{split}.truth"
+        prefix = split if gain == LABEL else f"{split}.{gain}"
         for metric, estimate in estimates.items():
             metrics[f"{prefix}.{metric}"] = estimate.mean
             metrics[f"{prefix}.{metric}.ci_lo"] = estimate.lo
@@ -355,10 +356,10 @@ def evaluation_record(evaluation: ModelEvaluation) -> dict[str, object]:
             }
             for gain, estimates in evaluation.overall.items()
         },
-        "slices": evaluation.slices.to_dict(orient="records"),
-        "truth_slices": (
-            None if evaluation.truth_slices is None else evaluation.truth_slices.to_dict("records")
-        ),
+        "slices": {
+            gain: table.to_dict(orient="records")
+            for gain, table in evaluation.slices_by_gain.items()
+        },
     }
 
 

@@ -5,8 +5,13 @@ The line-up, weakest to strongest in intent:
   serving fallback and the gate's baseline.
 - ``pointwise``: a scikit-learn classifier of clicks, one row at a time.
 - ``ranker_naive``: the PyTorch listwise ranker trained on clicks as logged.
-- ``ranker_ipw``: the same ranker trained on position-debiased clicks; only where logged
-  positions exist (generated data), and then it is the candidate for promotion.
+- ``ranker_ipw``: the same ranker trained on position-debiased clicks (``label_ipw``,
+  from the system's own estimate of position bias); only where the logs allow it.
+
+The candidate for promotion is not a fixed name: ``choose_candidate`` takes the ranker that
+scores best on the validation days by the debiased offline metric (NDCG@10 on ``label_ipw``),
+the same estimate the gate then judges it by on the test days. Raw clicks would reward the
+ranker that copies the old ranker's order.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import pandas as pd
+
 from models.base import Ranker
+from models.evaluation import decision_gain, default_no_relevant, session_metrics
+from models.metrics import PRIMARY_METRIC
 from models.popularity import DEFAULT_POPULARITY_COLUMN, PopularityRanker
 from models.ranker import ListwiseRanker, RankerConfig
 from models.sklearn_baseline import PointwiseClassifier
-from ranklab.schema import CLICKED, DEVICE, POSITION, Source, TrainingSet
+from ranklab.schema import DEBIASED_LABEL, Source, TrainingSet
 
 BASELINE = "popularity"
 POINTWISE = "pointwise"
@@ -75,19 +84,30 @@ def train_models(ts: TrainingSet, seed: int, progress: bool = True) -> dict[str,
 
 
 def can_debias(ts: TrainingSet) -> bool:
-    """Inverse-propensity weighting needs the logged position and device of each click."""
-    columns = ts.frame.columns
-    return all(c in columns for c in (POSITION, DEVICE, CLICKED)) and bool(
-        ts.frame[POSITION].notna().all()
-    )
+    """Inverse-propensity weighting needs the debiased label (``models/debiasing.py``)."""
+    return DEBIASED_LABEL in ts.frame.columns
 
 
-def candidate_name(models: Mapping[str, object]) -> str:
-    """The model that goes to the registry and the gate: the debiased ranker where there is one."""
-    for name in (RANKER_IPW, RANKER_NAIVE):
+def validation_scores(models: Mapping[str, object], valid: pd.DataFrame) -> dict[str, float]:
+    """Mean NDCG@10 on the valid days, on ``selection_gain``, of each ranker in ``models``."""
+    gain = decision_gain(valid)
+    scores = {}
+    for name in (RANKER_NAIVE, RANKER_IPW):
         if name in models:
-            return name
-    raise KeyError(f"no ranker among the trained models {sorted(models)}")
+            per_session = session_metrics(
+                valid, models[name].predict(valid), gain, default_no_relevant(valid)
+            )
+            scores[name] = float(per_session[PRIMARY_METRIC].mean())
+    return scores
+
+
+def choose_candidate(models: Mapping[str, object], valid: pd.DataFrame) -> str:
+    """The ranker that goes to the registry and the gate: the best on the validation days by
+    the debiased offline metric (ties: the first in line-up order)."""
+    scores = validation_scores(models, valid)
+    if not scores:
+        raise KeyError(f"no ranker among the trained models {sorted(models)}")
+    return max(scores, key=scores.__getitem__)
 
 
 def describe(model: object) -> dict[str, object]:

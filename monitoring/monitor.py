@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.events import REQUEST_ID, TS, ServedTraffic
 from monitoring.alerts import Alert, raise_alerts
 from monitoring.reference import MonitoringReference, reference_dir
 from monitoring.reports import (
@@ -24,7 +25,6 @@ from monitoring.reports import (
     feature_drift_report,
     ranking_quality_report,
 )
-from monitoring.traffic import REQUEST_ID, TS, Traffic
 from monitoring.windows import (
     MODEL_VERSION,
     Window,
@@ -74,7 +74,7 @@ def monitor_window(
 def monitor_traffic(
     settings: Settings,
     reference: MonitoringReference,
-    traffic: Traffic,
+    traffic: ServedTraffic,
     predictions_root: Path,
     hours: float = 24,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
@@ -108,7 +108,7 @@ def service_log_root(settings: Settings) -> Path:
     return settings.root / "predictions"
 
 
-def served_days(traffic: Traffic) -> list[str]:
+def served_days(traffic: ServedTraffic) -> list[str]:
     """The days of ``traffic`` as ISO dates: the keys of the monitoring partitions."""
     return days_between(traffic.start, traffic.end)
 
@@ -142,7 +142,7 @@ class ServedDayResult:
 
 def monitor_served_day(
     settings: Settings,
-    traffic: Traffic,
+    traffic: ServedTraffic,
     predictions_root: Path,
     day: str,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,

@@ -7,13 +7,18 @@ Windows of served traffic are compared with it:
   quality (ranges, categories, spread). ``meta["day_to_day_drift"]`` holds how far each
   column moves between ordinary training days, the base of its drift threshold
   (``monitoring/drift.py``).
-- ``replayed``: the ranking quality the model reaches on the test days *when it does the
-  ranking* (``sessions`` holds it per search). The logged clicks were produced under the
+- ``replayed``: the ranking quality the model should reach on the test days *when it does
+  the ranking* (``sessions`` holds it per search). The logged clicks were produced under the
   old logging policy's order, so offline NDCG is not what serving measures; instead each
-  test session is replayed: the model orders its candidates, and users click on that order
-  under the generator's click model and ground truth, exactly as the traffic simulator's
-  users do. Only a simulator can do this; with real data the first labelled days after a
-  deployment play this role.
+  test session is replayed counterfactually, from the logs alone: the model orders the
+  candidates, and an item clicked at logged position ``p`` and now shown at ``r`` is clicked
+  again with probability ``min(1, θ(r) / θ(p))``, ``θ`` being the examination curve the
+  system estimated from its randomised sessions (``models/propensity.py``). Under the
+  position-based click model that is exact for every item the model shows no higher than
+  the old ranker did; an item it lifts keeps at most its logged click, and one never
+  clicked stays unclicked, so the replay is a cautious (low) estimate where the model
+  promotes items the old ranker hid. The monitoring thresholds allow for it
+  (``monitoring/reports.py``).
 
 A reference belongs to one model version: when a new champion is promoted, build its own.
 """
@@ -27,10 +32,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.click_model import ClickModel
-from monitoring.clients import Scorer
+from features.events import REQUEST_ID
+from models.debiasing import CURVE_METADATA
+from models.propensity import PropensityCurve
+from models.scorers import Scorer
 from monitoring.drift import column_methods, day_to_day_drift, log_scaled, on_drift_scale
-from monitoring.traffic import REQUEST_ID
 from monitoring.windows import (
     CONTEXT_COLUMNS,
     MODEL_VERSION,
@@ -101,31 +107,33 @@ def build_reference(
     training_set: TrainingSet,
     model: Scorer,
     model_version: str,
-    click_model: ClickModel | None = None,
     seed: int = 0,
     days: int = REFERENCE_DAYS,
 ) -> MonitoringReference:
     """The reference of ``model``: the training set's last ``days`` days as served candidate
-    rows, the day-to-day drift of each column, and the replayed test days (module docstring)."""
-    if not training_set.has_ground_truth:
+    rows, the day-to-day drift of each column, and the replayed test days (module docstring).
+    ``training_set`` carries the estimated examination curve in its metadata
+    (``models.debiasing.with_debiased_label``)."""
+    if CURVE_METADATA not in training_set.metadata:
         raise ValueError(
-            "build_reference replays sessions under the click model, which needs the "
-            "generator's ground truth (true_utility); real data has none"
+            "build_reference replays the test days with the estimated examination curve; "
+            "this training set has none (estimate it with models.debiasing first)"
         )
+    curve = PropensityCurve.from_dict(training_set.metadata[CURVE_METADATA])
     rows = served_like(training_set, model, model_version)
     test = rows[training_set.frame[schema.SPLIT].to_numpy() == "test"]
     day = rows[schema.EVENT_TIMESTAMP].dt.floor("D")
     rows = rows[day > day.max() - pd.Timedelta(days=days)].reset_index(drop=True)
     if test.empty:
         raise ValueError("training set has no test rows to replay for the ranking reference")
-    shown = replay(test, click_model or ClickModel(), np.random.default_rng(seed))
+    shown = replay(test, curve, np.random.default_rng(seed))
     numerical = [*training_set.feature_columns, SCORE]
     methods = column_methods(numerical, CONTEXT_COLUMNS)
     log_columns = log_scaled(rows, numerical)
     return MonitoringReference(
         model_version=model_version,
         feature_columns=list(training_set.feature_columns),
-        candidates=rows.drop(columns=[schema.TRUE_UTILITY]),
+        candidates=rows.drop(columns=list(_LOGGED_COLUMNS)),
         replayed=shown[[*_REPLAYED_COLUMNS, *CONTEXT_COLUMNS]],
         meta={
             "first_day": str(rows[schema.EVENT_TIMESTAMP].min().date()),
@@ -144,7 +152,8 @@ def build_reference(
 
 def served_like(training_set: TrainingSet, model: Scorer, model_version: str) -> pd.DataFrame:
     """The training set's rows shaped like served candidate rows: a request per session,
-    its context, the features, the model's score and version (plus the true utility)."""
+    its context, the features, the model's score and version (plus what was logged: the
+    position and the labels, for the replay)."""
     frame = training_set.frame
     scores = model.predict(frame[[schema.SESSION_ID, *training_set.feature_columns]])
     columns = [
@@ -153,7 +162,7 @@ def served_like(training_set: TrainingSet, model: Scorer, model_version: str) ->
         schema.ITEM_ID,
         *CONTEXT_COLUMNS,
         *training_set.feature_columns,
-        schema.TRUE_UTILITY,
+        *_LOGGED_COLUMNS,
     ]
     rows = frame[columns].rename(columns={schema.SESSION_ID: REQUEST_ID}).reset_index(drop=True)
     rows[REQUEST_ID] = rows[REQUEST_ID].astype(str)
@@ -163,6 +172,7 @@ def served_like(training_set: TrainingSet, model: Scorer, model_version: str) ->
     return rows
 
 
+_LOGGED_COLUMNS = (schema.POSITION, schema.CLICKED, schema.PURCHASED)
 _REPLAYED_COLUMNS = (
     REQUEST_ID,
     schema.ITEM_ID,
@@ -173,19 +183,25 @@ _REPLAYED_COLUMNS = (
 )
 
 
-def replay(rows: pd.DataFrame, click_model: ClickModel, rng: np.random.Generator) -> pd.DataFrame:
-    """``rows`` (request_id, score, true_utility, device) shown in the order of their scores,
-    with clicks and purchases drawn under ``click_model``: adds position, clicked,
-    purchased and label (0 nothing, 1 click, 2 purchase)."""
+def replay(rows: pd.DataFrame, curve: PropensityCurve, rng: np.random.Generator) -> pd.DataFrame:
+    """``rows`` (request_id, score, device, and the logged position, clicked, purchased)
+    shown in the order of their scores, clicked again as the module docstring says: position
+    becomes the new one, and clicked, purchased and label (0 nothing, 1 click, 2 purchase)
+    are drawn for it."""
+    logged_position = rows[schema.POSITION].to_numpy()
     order = np.lexsort((-rows[SCORE].to_numpy(), rows[REQUEST_ID].to_numpy()))
     shown = rows.iloc[order].reset_index(drop=True)
+    logged_position = logged_position[order]
     shown[schema.POSITION] = shown.groupby(REQUEST_ID, sort=False).cumcount() + 1
-    utility = shown[schema.TRUE_UTILITY].to_numpy()
-    p_click = click_model.click_probability(
-        utility, shown[schema.POSITION].to_numpy(), shown[schema.DEVICE]
+    device = shown[schema.DEVICE].to_numpy()
+    ratio = curve.examination(shown[schema.POSITION].to_numpy(), device) / curve.examination(
+        logged_position, device
     )
-    clicked = rng.random(len(shown)) < p_click
-    purchased = clicked & (rng.random(len(shown)) < click_model.purchase_probability(utility))
+    clicked = shown[schema.CLICKED].to_numpy(dtype=bool) & (
+        rng.random(len(shown)) < np.minimum(1.0, ratio)
+    )
+    # A purchase follows a click whatever the position: it is kept with its click.
+    purchased = clicked & shown[schema.PURCHASED].to_numpy(dtype=bool)
     shown[schema.CLICKED] = clicked.astype("int64")
     shown[schema.PURCHASED] = purchased.astype("int64")
     shown[schema.LABEL] = shown[schema.CLICKED] + shown[schema.PURCHASED]

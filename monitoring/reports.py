@@ -58,10 +58,10 @@ from evidently.tests.numerical_tests import (
 )
 
 from features import aggregates
+from features.events import REQUEST_ID
 from features.feature_repo.feature_views import SPECS
 from monitoring.drift import NUMERIC_METHOD, column_methods, on_drift_scale
 from monitoring.reference import MonitoringReference
-from monitoring.traffic import REQUEST_ID
 from monitoring.windows import (
     CONTEXT_COLUMNS,
     MODEL_VERSION,

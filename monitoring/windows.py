@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.events import LABEL_DELAY, REQUEST_ID, TS
 from models.metrics import per_session_metrics
-from monitoring.traffic import LABEL_DELAY, REQUEST_ID, TS
 from ranklab import schema
 
 SCORE = "score"

@@ -23,11 +23,13 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def run_job(job_name: str = "lifecycle", scale: float | None = None) -> bool:
+def run_job(
+    job_name: str = "lifecycle", scale: float | None = None, settings: Settings | None = None
+) -> bool:
     from pipelines.definitions import build_definitions
     from pipelines.summary import print_summary
 
-    settings = get_settings()
+    settings = settings or get_settings()
     if scale is not None:
         settings = settings.model_copy(
             update={"data": settings.data.model_copy(update={"scale": scale})}

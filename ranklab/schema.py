@@ -1,15 +1,9 @@
-"""Contracts every stage reads: table and column names, and the training-set shape.
+"""Contracts every stage reads: table and column names, vocabularies, the training-set shape.
 
-Raw tables (``features/generator.py`` writes them, ``features/validation.py`` checks them):
-
-- ``users``:       user_id, region, preferred_device, signup_ts, latent_* (ground truth only)
-- ``items``:       item_id, category, brand, price, launch_ts, latent_* (ground truth only)
-- ``sessions``:    session_id, user_id, ts, device, region, query_category
-- ``impressions``: session_id, item_id, position (1-based), true_utility, true_relevance
-- ``clicks``:      session_id, item_id, ts, purchased
-
-Columns starting with ``latent_`` and ``true_`` are the generator's ground truth. They are
-kept so results can be compared with the oracle, and never used as features.
+The raw tables (``features/events.py`` reads them, ``features/validation.py`` checks them)
+hold exactly the columns of ``RAW_COLUMNS``: what a marketplace's own logs hold. Nothing the
+system reads carries ground truth; the simulated world keeps its truth to itself
+(``simulation/``) and grades the system with it, saying so.
 """
 
 from __future__ import annotations
@@ -20,6 +14,14 @@ from typing import Literal
 import pandas as pd
 
 RAW_TABLES = ("users", "items", "sessions", "impressions", "clicks")
+
+# ---- the data contract's vocabularies ----
+# The values each categorical column may take. Validation refuses anything else, serving
+# refuses requests outside them, and the slices are cut along them. The embedded marketplace
+# (``simulation/``) is generated with these; on your own data, set them to your own values.
+DEVICES = ("mobile", "desktop", "tablet")
+REGIONS = ("north", "south", "east", "west", "central")
+CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books", "toys", "grocery")
 
 # Keys
 SESSION_ID = "session_id"
@@ -44,12 +46,21 @@ POLICY_POSITION = "policy_position"
 CLICKED = "clicked"
 PURCHASED = "purchased"
 LABEL = "label"  # graded relevance: 0 nothing, 1 click, 2 purchase (LETOR: the given grade)
-TRUE_UTILITY = "true_utility"  # generator ground truth (real-valued); NaN for real data
-# Ground-truth grade 0-4 from fixed cut-points of true_utility: the gain for NDCG on the truth.
-TRUE_RELEVANCE = "true_relevance"
+# The observed label weighted by the inverse of its estimated examination propensity
+# (models/propensity.py): an estimate of relevance free of position bias, from logs alone.
+DEBIASED_LABEL = "label_ipw"
 SPLIT = "split"
 
 SPLITS = ("train", "valid", "test")
+
+# The data contract: the columns of each raw table, and only these are ever read.
+RAW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": (USER_ID, REGION, "preferred_device", "signup_ts"),
+    "items": (ITEM_ID, "category", "brand", "price", "launch_ts"),
+    "sessions": (SESSION_ID, USER_ID, "ts", DEVICE, REGION, QUERY_CATEGORY),
+    "impressions": (SESSION_ID, ITEM_ID, POSITION, RANDOMIZED, POLICY_POSITION),
+    "clicks": (SESSION_ID, ITEM_ID, "ts", PURCHASED),
+}
 SLICE_COLUMNS = (DEVICE, REGION, USER_SEGMENT, QUERY_CATEGORY)
 
 Source = Literal["generated", "letor"]
@@ -60,7 +71,7 @@ class TrainingSet:
     """One frame of (session, item) rows, the contract between features and models.
 
     ``frame`` holds one row per shown item: the keys, ``feature_columns``, ``LABEL``,
-    ``SPLIT`` and, where known, ``POSITION``, ``CLICKED``, ``PURCHASED``, ``TRUE_UTILITY``
+    ``SPLIT`` and, where logged, ``POSITION``, ``RANDOMIZED``, ``CLICKED``, ``PURCHASED``
     and the slice columns. Rows of a session are contiguous and all in one split.
     """
 
@@ -77,7 +88,3 @@ class TrainingSet:
     @property
     def slice_columns(self) -> list[str]:
         return [c for c in SLICE_COLUMNS if c in self.frame.columns]
-
-    @property
-    def has_ground_truth(self) -> bool:
-        return TRUE_UTILITY in self.frame.columns and self.frame[TRUE_UTILITY].notna().any()

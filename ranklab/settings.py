@@ -39,6 +39,16 @@ class DataSettings(_Section):
     start_date: str = Field("2026-08-01", description="First day of the logged sessions (UTC).")
     slate_min: int = Field(20, ge=2, description="Fewest items shown in one session.")
     slate_max: int = Field(30, ge=2, description="Most items shown in one session.")
+    logging_randomized_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of logged sessions in which the old service shuffled its top "
+        "items at random (the intervention the system estimates position bias from).",
+    )
+    logging_randomized_top_k: int = Field(
+        10, ge=2, description="How many of the top positions that intervention shuffled."
+    )
 
 
 class SplitSettings(_Section):
@@ -118,6 +128,23 @@ class ServingSettings(_Section):
     )
 
 
+class PositionBiasSettings(_Section):
+    """How the system learns position bias from its own logs (``models/propensity.py``)."""
+
+    max_weight: float = Field(
+        20.0,
+        gt=1,
+        description="Largest inverse-propensity weight: caps the variance rare deep clicks add.",
+    )
+    n_boot: int = Field(500, ge=100, description="Bootstrap resamples of the curve's intervals.")
+    min_sessions: int = Field(
+        50,
+        ge=1,
+        description="Randomised sessions a device needs for a curve of its own; fewer and it "
+        "uses the curve pooled over devices.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable in ranklab. Frozen: derive a changed copy with ``model_copy``."""
 
@@ -142,12 +169,25 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
+    position_bias: PositionBiasSettings = PositionBiasSettings()
 
     # ---- derived locations (pure functions of state_dir; nothing is created here) ----
     @property
     def root(self) -> Path:
         """``state_dir`` made absolute, so no path depends on the working directory."""
         return Path(self.state_dir).expanduser().resolve()
+
+    @property
+    def landing_dir(self) -> Path:
+        """Where raw exports arrive (``features/events.py``): the simulated world writes the
+        embedded default here; put your own export here to run on real data."""
+        return self.root / "landing"
+
+    @property
+    def world_dir(self) -> Path:
+        """The simulated world's own folder: its full tables and ground truth. Only the
+        simulator and its graders read it; the production path never does."""
+        return self.root / "world"
 
     @property
     def raw_dir(self) -> Path:

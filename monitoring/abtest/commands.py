@@ -14,17 +14,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import typer
 from pydantic import ValidationError
 
-from features.generator import read_raw
+from features.events import ServedTraffic, read_raw, traffic_dir
 from features.training_set import load_training_set
 from models import experiment as model_experiment
 from models import train
@@ -39,17 +37,11 @@ from monitoring.abtest.exposures import (
 from monitoring.abtest.power import SampleSize, baseline_of, baseline_sessions, sample_size
 from monitoring.abtest.readout import Metric, Readout, ReadoutConfig, read_out
 from monitoring.abtest.report import ReportFiles, log_to_mlflow, write_report
-from monitoring.abtest.simulation import ArmModel, simulate_experiment
-from monitoring.drill import RegisteredScorer
-from monitoring.traffic import Traffic, TrafficPlan, traffic_dir
-from ranklab.io import write_parquet
 from ranklab.settings import Settings
-from serving.arms import resolve_arms
 from serving.experiment import (
     ExperimentConfig,
     ExperimentConfigError,
     load_experiment,
-    save_experiment,
 )
 from serving.prediction_log import read_predictions
 
@@ -107,50 +99,6 @@ def register_baseline(settings: Settings, model: str = train.BASELINE) -> str:
     return logged.version
 
 
-# ---- simulate ----
-@dataclass(frozen=True)
-class SimulationResult:
-    readout: Readout
-    files: ReportFiles
-    true_clicks_per_session: dict[str, float]
-    versions: dict[str, str]
-    run_dir: Path
-    mlflow_run_id: str | None
-
-
-def simulate(
-    settings: Settings,
-    config: ExperimentConfig,
-    days: int,
-    sessions_per_day: float | None,
-    seed: int = 0,
-    cuped: bool = False,
-    log_to_registry: bool = True,
-) -> SimulationResult:
-    """Run ``config`` on simulated users with the registry's models, then read it out."""
-    run = run_dir(settings, config.name)
-    if run.exists() and any(run.iterdir()):
-        raise FileExistsError(
-            f"a simulated experiment {config.name!r} exists at {run}: pick another name"
-        )
-    registry = Registry(settings)
-    versions = resolve_arms(registry, config)  # fails before anything is simulated
-    arms = {name: ArmModel(RegisteredScorer(registry, v), v) for name, v in versions.items()}
-    plan = TrafficPlan(days=days, sessions_per_day=sessions_per_day, seed=seed)
-    tables = read_raw(settings.raw_dir)
-    result = simulate_experiment(tables, settings, config, arms, plan, run / "predictions")
-    result.traffic.save(run)
-    save_experiment(config, run / CONFIG_FILE)
-    write_parquet(result.pre_activity, run / "pre_activity.parquet")
-    truth = result.true_effect()
-    readout_config = _readout_config(config, "clicks_per_session", cuped)
-    readout, files, run_id = _read_and_report(
-        settings, config, result.exposures, result.pre_activity, readout_config,
-        run / "report", log_to_registry, truth,
-    )  # fmt: skip
-    return SimulationResult(readout, files, truth, versions, run, run_id)
-
-
 # ---- readout ----
 def readout(
     settings: Settings,
@@ -181,19 +129,19 @@ def readout(
                 f"{experiment_path(settings.root)}"
             )
         exposures = exposures_from_log(
-            read_predictions(log_root), Traffic.load(traffic).clicks, name
+            read_predictions(log_root), ServedTraffic.load(traffic).clicks, name
         )
         out_dir = settings.reports_dir / "abtest" / name
     tables = read_raw(settings.raw_dir)
     covariates = pre_period_activity(tables, before=exposures["ts"].min())
-    readout_config = _readout_config(config, metric, cuped)
-    result, files, run_id = _read_and_report(
+    readout_config = readout_config_of(config, metric, cuped)
+    result, files, run_id = read_and_report(
         settings, config, exposures, covariates, readout_config, out_dir, log_to_registry, None
     )
     return result, files, run_id
 
 
-def _read_and_report(
+def read_and_report(
     settings: Settings,
     config: ExperimentConfig,
     exposures: pd.DataFrame,
@@ -228,7 +176,7 @@ def _read_and_report(
     return result, files, run_id
 
 
-def _readout_config(config: ExperimentConfig, metric: Metric, cuped: bool) -> ReadoutConfig:
+def readout_config_of(config: ExperimentConfig, metric: Metric, cuped: bool) -> ReadoutConfig:
     """Control is the first arm, treatment the second (as ``experiment start`` lists them)."""
     return ReadoutConfig(
         control=config.arms[0].name, treatment=config.arms[1].name, metric=metric, cuped=cuped
@@ -245,26 +193,8 @@ def _config_of_run(run: Path) -> ExperimentConfig:
 def _exposures_of_run(run: Path) -> pd.DataFrame:
     config = _config_of_run(run)
     return exposures_from_log(
-        read_predictions(run / "predictions"), Traffic.load(run).clicks, config.name
+        read_predictions(run / "predictions"), ServedTraffic.load(run).clicks, config.name
     )
-
-
-def describe(result: SimulationResult) -> str:
-    readout = result.readout
-    lines = [
-        f"arms: {result.versions} (registry versions)",
-        "true clicks per session: "
-        + json.dumps({k: round(v, 4) for k, v in result.true_clicks_per_session.items()}),
-        f"decision: {readout.decision.verdict.upper()} ({readout.decision.rule})",
-        f"report: {result.files.markdown} and {result.files.html.name}",
-    ]
-    if readout.lift is not None:
-        lines.insert(
-            2, f"lift: {readout.lift.relative.fmt(percent=True)} (p={readout.lift.p_value:.3g})"
-        )
-    if result.mlflow_run_id:
-        lines.append(f"logged to MLflow run {result.mlflow_run_id} under abtest/")
-    return "\n".join(lines)
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 The readout never reads the simulator's truth. It reads what production has: the
 prediction log (which arm answered each request, how, how fast) and the click events
 joined by request id. In a simulation the clicks come from the traffic ledger
-(``monitoring.traffic.Traffic.clicks``); in production they would come from the click
+(``simulation.traffic.Traffic.clicks``); in production they would come from the click
 stream. Both carry ``request_id``.
 
 Columns of an exposure frame (``EXPOSURE_COLUMNS``):

@@ -1,6 +1,8 @@
 """Stage 1, data: the raw events, and the blocking checks that guard everything downstream.
 
-The asset only orchestrates; the generator and the rules are plain code in ``features/``.
+The asset only orchestrates; the source adapter and the rules are plain code in ``features/``.
+Whatever made the events (the simulated world, or your own export), the pipeline reads them
+through ``features/events.py`` alone: only the data contract's columns, never ground truth.
 """
 
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from features import generator, validation
+from features import events, validation
 from pipelines.defs.resources import SettingsResource
 from ranklab.schema import RAW_TABLES
 
@@ -25,11 +27,12 @@ class RawEvents:
 
 
 class RawEventsConfig(dg.Config):
-    """Where the raw events come from: the generator (default) or a folder of parquet tables,
-    optionally extended with the traffic the service answered since (a retraining run)."""
+    """Where the raw events come from: the landing folder (default; ``ranklab run`` puts the
+    simulated marketplace there) or another folder of parquet tables, optionally extended
+    with the traffic the service answered since (a retraining run)."""
 
     source_dir: str | None = None  # users/items/sessions/impressions/clicks.parquet
-    # A served-traffic ledger (monitoring.traffic.Traffic.save): its sessions, impressions
+    # A served-traffic folder (features.events.ServedTraffic): its requests, impressions
     # and clicks are appended and its catalogue replaces the items, so the time split's
     # newest days (valid, test) are served days. Checked by the same blocking checks.
     served_traffic_dir: str | None = None
@@ -39,18 +42,13 @@ class RawEventsConfig(dg.Config):
 def raw_events(
     context: dg.AssetExecutionContext, config: RawEventsConfig, settings: SettingsResource
 ) -> RawEvents:
-    """Users, items, sessions, impressions and clicks: generated with known ground truth, or
-    imported from ``source_dir`` (checked against the wall clock). Held by Dagster only:
-    nothing is published until every check below has passed."""
-    cfg = settings.get()
-    if config.source_dir:
-        tables = generator.read_raw(Path(config.source_dir))
-        raw = RawEvents(tables, datetime.now(UTC), "import")
-    else:
-        tables = generator.generate_marketplace(cfg.data)
-        # Generated data lives on a fixed calendar: its 'now' is the window's end, never read
-        # from the data itself, where a corrupt future row would move it.
-        raw = RawEvents(tables, generator.window(cfg.data)[1].to_pydatetime(), "generator")
+    """Users, items, sessions, impressions and clicks from the landing folder (or
+    ``source_dir``), checked against the export's own clock (its manifest) or else the wall
+    clock, never a time read from the data, where a corrupt future row would move it. Held by
+    Dagster only: nothing is published until every check below has passed."""
+    source_dir = Path(config.source_dir) if config.source_dir else settings.get().landing_dir
+    export = events.read_export(source_dir)
+    raw = RawEvents(export.tables, export.as_of or datetime.now(UTC), export.source)
     served = {}
     if config.served_traffic_dir:
         raw, served = _with_served_traffic(raw, Path(config.served_traffic_dir))
@@ -64,9 +62,7 @@ def raw_events(
 
 def _with_served_traffic(raw: RawEvents, ledger_dir: Path) -> tuple[RawEvents, dict[str, object]]:
     """``raw`` extended with a served-traffic ledger; its clock moves to the ledger's end."""
-    from monitoring.traffic import Traffic  # the monitoring stage, only for retraining runs
-
-    traffic = Traffic.load(ledger_dir)
+    traffic = events.ServedTraffic.load(ledger_dir)
     newest = raw.tables["sessions"]["ts"].max()
     if traffic.start <= newest:
         raise ValueError(
@@ -90,7 +86,7 @@ def validated_events(
     """The raw events once every blocking check passed, published as parquet under the state
     folder (immutable input for features, notebooks and the traffic simulator)."""
     raw_dir = settings.get().raw_dir
-    generator.write_raw(raw_events.tables, raw_dir)
+    events.write_raw(raw_events.tables, raw_dir)
     context.add_output_metadata({"path": dg.MetadataValue.path(str(raw_dir))})
     return raw_events.tables
 

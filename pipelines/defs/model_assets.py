@@ -1,44 +1,83 @@
-"""Stage 3, models: train every model on the same training set, evaluate them side by side
-on the test days, log the candidate to MLflow, and let the gate alone decide `champion`."""
+"""Stage 3, models: estimate position bias from the logs, train every model on the same
+training set, choose the candidate by the debiased metric on the valid days, evaluate them side
+by side on the test days, log the candidate to MLflow, and let the gate alone decide
+`champion`."""
 
 import dagster as dg
 
-from models import experiment, gate, train
-from models.evaluation import ModelEvaluation
+from models import debiasing, experiment, gate, train
+from models.evaluation import ModelEvaluation, decision_gain
 from models.model_card import TrainingSummary, write_model_card
 from models.registry import Lineage, LoggedRanker
 from pipelines.defs.resources import ModelRegistryResource, SettingsResource
+from ranklab.io import write_json, write_parquet, write_text
 from ranklab.schema import TrainingSet
+
+
+@dg.asset(group_name="models", kinds={"pandas"})
+def debiased_training_data(
+    context: dg.AssetExecutionContext, training_data: TrainingSet, settings: SettingsResource
+) -> TrainingSet:
+    """The training set with ``label_ipw``: each label over its examination propensity, the
+    curve estimated from the randomised sessions of the train days (``models/debiasing.py``).
+    Data without randomised positions (LETOR) passes through unchanged."""
+    cfg = settings.get()
+    ts, curve = debiasing.with_debiased_label(training_data, cfg.position_bias, seed=cfg.seed)
+    if curve is None:
+        context.add_output_metadata({"debiased": False, "reason": "no randomised positions"})
+        return ts
+    out_dir = cfg.reports_dir / "position_bias"
+    write_json(curve.to_dict(), out_dir / "curve.json")
+    write_text(curve.to_markdown(), out_dir / "curve.md")
+    context.add_output_metadata(
+        {"debiased": True, "curve": dg.MetadataValue.md(curve.to_markdown())}
+    )
+    return ts
 
 
 @dg.asset(group_name="models", kinds={"pytorch", "scikitlearn"})
 def trained_models(
-    context: dg.AssetExecutionContext, training_data: TrainingSet, settings: SettingsResource
+    context: dg.AssetExecutionContext,
+    debiased_training_data: TrainingSet,
+    settings: SettingsResource,
 ) -> dict[str, object]:
     """Popularity, the scikit-learn baseline and the PyTorch ranker (naive and position-
-    debiased), all fitted on the train split; the ranker stops early on the valid split."""
-    trained = train.train_models(training_data, seed=settings.get().seed, progress=True)
+    debiased), all fitted on the train split; the ranker stops early on the valid split.
+    The candidate is the ranker best on the valid days by the debiased metric."""
+    ts = debiased_training_data
+    trained = train.train_models(ts, seed=settings.get().seed, progress=True)
+    models = {name: t.model for name, t in trained.items()}
+    valid = ts.part("valid")
     context.add_output_metadata(
         {f"fit_seconds.{t.name}": round(t.fit_seconds, 2) for t in trained.values()}
+        | {
+            f"valid.{decision_gain(valid)}.{name}": round(value, 4)
+            for name, value in train.validation_scores(models, valid).items()
+        }
+        | {"candidate": train.choose_candidate(models, valid)}
     )
-    return {name: t.model for name, t in trained.items()}
+    return models
 
 
 @dg.asset(group_name="models", kinds={"pandas"})
 def model_evaluation(
     context: dg.AssetExecutionContext,
-    training_data: TrainingSet,
+    debiased_training_data: TrainingSet,
     trained_models: dict[str, object],
     settings: SettingsResource,
 ) -> dict[str, ModelEvaluation]:
-    """Every model and the oracle on the test days: NDCG/MRR/recall with bootstrap intervals,
-    on clicks and on the truth, per slice; the comparison table and plots."""
+    """Every model on the test days: NDCG/MRR/recall with bootstrap intervals, on the
+    debiased label and on the clicks as logged, per slice; the comparison table, its JSON,
+    the plots, and each model's scores of the test rows (for graders outside the system)."""
     cfg = settings.get()
-    evaluations = experiment.evaluate_models(training_data, trained_models, seed=cfg.seed)
+    ts = debiased_training_data
+    evaluations = experiment.evaluate_models(ts, trained_models, seed=cfg.seed)
     table = experiment.comparison_table(evaluations)
     out_dir = cfg.reports_dir / "evaluation"
     experiment.write_comparison(table, out_dir / "comparison.md")
-    plots = experiment.write_plots(training_data, trained_models, evaluations, out_dir)
+    write_json(experiment.comparison_record(evaluations), out_dir / "comparison.json")
+    write_parquet(experiment.test_scores(ts, trained_models), out_dir / "test_scores.parquet")
+    plots = experiment.write_plots(ts, trained_models, evaluations, out_dir)
     context.add_output_metadata(
         {
             "summary": dg.MetadataValue.md(table.to_markdown(index=False)),
@@ -51,20 +90,24 @@ def model_evaluation(
 @dg.asset(group_name="models", kinds={"mlflow"})
 def candidate_model(
     context: dg.AssetExecutionContext,
-    training_data: TrainingSet,
+    debiased_training_data: TrainingSet,
     trained_models: dict[str, object],
     model_evaluation: dict[str, ModelEvaluation],
     model_registry: ModelRegistryResource,
     settings: SettingsResource,
 ) -> LoggedRanker:
-    """The candidate ranker logged to MLflow (params, metrics, slices, plots, lineage) and
-    registered as a new version of `ranker`, with no alias: only the gate gives one."""
-    name = train.candidate_name(trained_models)
+    """The candidate ranker (best on the valid days by the debiased metric) logged to MLflow
+    (params, metrics, slices, plots, the propensity curve, lineage) and registered as a new
+    version of `ranker`, with no alias: only the gate gives one."""
+    training_data = debiased_training_data
+    name = train.choose_candidate(trained_models, training_data.part("valid"))
     ranker = trained_models[name]
     # Lineage names what the training set was built from, not whatever the store holds now.
     meta = training_data.metadata
     lineage = Lineage.of(training_data, meta["feature_views"], meta["feature_service"])
-    plots = sorted((settings.get().reports_dir / "evaluation").glob("*.png"))
+    reports = settings.get().reports_dir
+    plots = sorted((reports / "evaluation").glob("*.png"))
+    plots += sorted((reports / "position_bias").glob("curve.*"))
     logged = model_registry.registry().log_training_run(
         ranker,
         training_data,
@@ -80,7 +123,7 @@ def candidate_model(
 @dg.asset(group_name="models", kinds={"mlflow"})
 def promotion(
     context: dg.AssetExecutionContext,
-    training_data: TrainingSet,
+    debiased_training_data: TrainingSet,
     trained_models: dict[str, object],
     model_evaluation: dict[str, ModelEvaluation],
     candidate_model: LoggedRanker,
@@ -90,8 +133,9 @@ def promotion(
     """The promotion gate: champion only if every check passes, else challenger or rejected,
     with the reasons in MLflow tags, a gate report and the model card."""
     cfg = settings.get()
+    training_data = debiased_training_data
     registry = model_registry.registry()
-    name = train.candidate_name(trained_models)
+    name = candidate_model.model_name
     decision = gate.promote(
         registry,
         candidate_model.version,

@@ -12,9 +12,11 @@ window per served day. Each asset calls plain code in ``monitoring/``.
 
 import dagster as dg
 
+from features.events import ServedTraffic
+from models.debiasing import CURVE_METADATA
 from models.gate import GateDecision
 from models.registry import LoggedRanker
-from monitoring.drill import RegisteredScorer
+from models.scorers import RegisteredScorer
 from monitoring.monitor import (
     ServedDayResult,
     monitor_served_day,
@@ -23,7 +25,6 @@ from monitoring.monitor import (
 )
 from monitoring.reference import build_reference, reference_dir
 from monitoring.reports import ReportStore
-from monitoring.traffic import Traffic
 from pipelines.defs.resources import ModelRegistryResource, SettingsResource
 from ranklab.schema import TrainingSet
 
@@ -34,7 +35,7 @@ served_days = dg.DynamicPartitionsDefinition(name="served_days")
 @dg.asset(group_name="monitoring", kinds={"pandas", "parquet"})
 def monitoring_reference(
     context: dg.AssetExecutionContext,
-    training_data: TrainingSet,
+    debiased_training_data: TrainingSet,
     candidate_model: LoggedRanker,
     promotion: GateDecision,
     model_registry: ModelRegistryResource,
@@ -46,12 +47,12 @@ def monitoring_reference(
     if promotion.decision != "champion":
         context.add_output_metadata({"built": False, "reason": f"v{version} not champion"})
         return
-    if not training_data.has_ground_truth:
-        # The ranking reference replays searches under the generator's click model.
-        context.add_output_metadata({"built": False, "reason": "no ground truth (real data)"})
+    if CURVE_METADATA not in debiased_training_data.metadata:
+        # The ranking reference replays searches with the estimated examination curve.
+        context.add_output_metadata({"built": False, "reason": "no logged positions"})
         return
     model = RegisteredScorer(model_registry.registry(), version)
-    reference = build_reference(training_data, model, model_version=version)
+    reference = build_reference(debiased_training_data, model, model_version=version)
     path = reference.save(reference_dir(settings.get(), version))
     context.add_output_metadata(
         {
@@ -67,7 +68,7 @@ class MonitoringWindowConfig(dg.Config):
     """Where the served traffic is read from (defaults: the service's, under the state folder)."""
 
     ledger_dir: str | None = (
-        None  # monitoring.traffic.Traffic.save; default <state>/monitoring/served
+        None  # features.events.ServedTraffic; default <state>/monitoring/served
     )
     predictions_dir: str | None = None  # the prediction log; default <state>/predictions
 
@@ -81,7 +82,7 @@ def monitoring_window(
     """One served day: feature drift, data quality and (with the day's labels) ranking
     quality against the serving model's reference; failed critical checks become alerts."""
     cfg = settings.get()
-    traffic = Traffic.load(config.ledger_dir or served_dir(cfg))
+    traffic = ServedTraffic.load(config.ledger_dir or served_dir(cfg))
     day = monitor_served_day(
         cfg,
         traffic,

@@ -22,9 +22,9 @@ any other; if it wins, ``champion`` moves and a running service swaps to it.
 
 import dagster as dg
 
+from features.events import ledger_span
 from monitoring.alerts import Alert, read_alerts
 from monitoring.monitor import days_between, served_dir
-from monitoring.traffic import ledger_span
 from pipelines.defs.jobs import monitoring_job, retrain_job
 from pipelines.defs.monitoring_assets import served_days as served_days_partitions
 from pipelines.defs.resources import SettingsResource

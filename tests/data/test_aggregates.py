@@ -8,7 +8,7 @@ import pytest
 
 from features import aggregates
 from features.aggregates import CTR_PRIOR_MEAN, UNKNOWN_PRICE, compute_feature_tables
-from features.generator import generate_marketplace
+from simulation.generator import generate_marketplace
 from features.training_set import WARMUP, assign_splits
 from ranklab.settings import DataSettings, SplitSettings
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.click_model import REGIONS, ClickModel
-from features.generator import (
+from simulation.click_model import REGIONS, ClickModel
+from simulation.generator import (
     generate_marketplace,
     read_raw,
     scaled_sizes,

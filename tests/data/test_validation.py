@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pytest
 
-from features.generator import generate_marketplace, window
+from simulation.generator import generate_marketplace, window
 from features.validation import (
     RULES,
     CheckResult,

@@ -36,7 +36,7 @@ import pandas as pd
 import pytest
 
 from features import aggregates
-from features.generator import generate_marketplace
+from simulation.generator import generate_marketplace
 from features.store import apply_definitions, materialize
 from features.training_set import build_training_set
 from models.evaluation import evaluate

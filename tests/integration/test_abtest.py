@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from features import aggregates
-from features.generator import generate_marketplace
+from simulation.generator import generate_marketplace
 from features.store import apply_definitions
 from features.training_set import build_training_set
 from models import experiment, train
@@ -23,13 +23,13 @@ from models.registry import Lineage, Registry
 from monitoring.abtest.interleaving import interleaving_result
 from monitoring.abtest.readout import ReadoutConfig, read_out
 from monitoring.abtest.report import log_to_mlflow, write_report
-from monitoring.abtest.simulation import (
+from simulation.abtest import (
     ArmModel,
     reassigned,
     simulate_experiment,
     simulate_interleaving,
 )
-from monitoring.traffic import TrafficPlan
+from simulation.traffic import TrafficPlan
 from ranklab.settings import DataSettings, Settings
 from serving.experiment import Arm, ExperimentConfig, bucket
 

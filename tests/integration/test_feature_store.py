@@ -13,7 +13,7 @@ from feast import FeatureStore
 
 from features import aggregates, store
 from features.feature_repo.feature_services import RANKER_V1
-from features.generator import generate_marketplace
+from simulation.generator import generate_marketplace
 from features.training_set import (
     build_training_set,
     historical_features,

@@ -48,7 +48,7 @@ def test_a_trained_checkpoint_restores_a_working_state(tmp_path, repo):
     assert first.built_checkpoint
     assert (settings.training_dir / FRAME_FILE).exists()
     # Read from the report file: this process must not hold the registry's SQLite file open
-    # across the restore (a long-lived reader keeps the old file; see ranklab/labs.py).
+    # across the restore (a long-lived reader keeps the old file; see cli/labs.py).
     decision = json.loads((settings.reports_dir / "gate" / "ranker-v1.json").read_text())
 
     # A participant's afternoon: data deleted, registry file damaged.

@@ -15,16 +15,16 @@ import pandas as pd
 import pytest
 
 from features import aggregates
-from features.generator import generate_marketplace, window
+from simulation.generator import generate_marketplace, window
 from features.store import apply_definitions, feature_store, online_features
 from features.training_set import build_training_set
 from models import train
-from monitoring.clients import InProcessRanking, SnapshotFeatures, online_store_refresh
+from simulation.clients import InProcessRanking, SnapshotFeatures, online_store_refresh
 from monitoring.monitor import monitor_traffic
 from monitoring.reference import build_reference
 from monitoring.reports import ReportStore
-from monitoring.scenarios import get_scenario
-from monitoring.traffic import RankingRequest, TrafficPlan, simulate_traffic, traffic_dir
+from simulation.scenarios import get_scenario
+from simulation.traffic import RankingRequest, TrafficPlan, simulate_traffic, traffic_dir
 from ranklab import schema
 from ranklab.settings import DataSettings, Settings
 

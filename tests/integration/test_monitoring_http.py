@@ -12,10 +12,10 @@ import pytest
 from serving_fixtures import API_KEY, TINY_DATA, RunningServer, build_serving_state
 
 from features import aggregates
-from features.generator import generate_marketplace
+from simulation.generator import generate_marketplace
 from features.store import feature_store
-from monitoring.clients import HttpRanking, SnapshotFeatures, online_store_refresh
-from monitoring.traffic import RankingRequest, TrafficPlan, simulate_traffic
+from simulation.clients import HttpRanking, SnapshotFeatures, online_store_refresh
+from simulation.traffic import RankingRequest, TrafficPlan, simulate_traffic
 from monitoring.windows import candidate_rows
 from ranklab import schema
 from serving.prediction_log import read_predictions

@@ -9,16 +9,16 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from features.generator import generate_marketplace
+from simulation.generator import generate_marketplace
 from features.training_set import load_training_set
 from models.registry import Registry
 from monitoring.alerts import ALERTS_FILE, Alert, FailedCheck, alerts_dir, read_alerts
-from monitoring.clients import InProcessRanking
-from monitoring.drill import RegisteredScorer
+from simulation.clients import InProcessRanking
+from models.scorers import RegisteredScorer
 from monitoring.monitor import served_days, served_dir, service_log_root
 from monitoring.reference import build_reference, reference_dir
-from monitoring.scenarios import get_scenario
-from monitoring.traffic import TrafficPlan, simulate_traffic
+from simulation.scenarios import get_scenario
+from simulation.traffic import TrafficPlan, simulate_traffic
 from pipelines.definitions import build_definitions
 from pipelines.defs.monitoring_assets import served_days as served_days_partitions
 from pipelines.defs.sensors import retrain_run_config

@@ -52,7 +52,7 @@ def services_run(tmp_path_factory) -> Iterator[tuple[Settings, subprocess.Comple
         "RANKLAB_MLFLOW__POSTGRES_URI": uri,
         "RANKLAB_FEAST__PROJECT": NAME,
     }
-    command = [sys.executable, "-m", "ranklab.cli", "run", "--scale", "0.1"]
+    command = [sys.executable, "-m", "cli.main", "run", "--scale", "0.1"]
     run = subprocess.run(
         command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
     )

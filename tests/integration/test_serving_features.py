@@ -25,7 +25,7 @@ from serving_fixtures import (  # noqa: F401 - serving_state is a fixture
 )
 
 from features import aggregates
-from features.generator import generate_marketplace
+from simulation.generator import generate_marketplace
 from features.store import apply_definitions, feature_store, materialize, online_features
 from serving.online_features import ItemFeatureCache, MissingFeatureError, OnlineFeatureReader
 

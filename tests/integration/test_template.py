@@ -18,7 +18,7 @@ import pytest
 
 from ranklab import template
 from ranklab.settings import REPO_ROOT, get_settings
-from ranklab.template import STAGES, TemplateError, create_project, plan_project
+from cli.template import STAGES, TemplateError, create_project, plan_project
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +151,7 @@ def test_a_failure_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
 
 def test_the_cli_reports_a_refusal_as_an_error_and_exit_code_2(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ranklab.cli", "new", str(tmp_path / "x"), "--name", "Bad Name"],
+        [sys.executable, "-m", "cli.main", "new", str(tmp_path / "x"), "--name", "Bad Name"],
         capture_output=True,
         text=True,
     )

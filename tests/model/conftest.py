@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.click_model import DEVICES, ClickModel
+from simulation.click_model import DEVICES, ClickModel
 from ranklab.schema import (
     CLICKED,
     DEVICE,

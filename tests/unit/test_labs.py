@@ -1,4 +1,4 @@
-"""Workshop checkpoints (ranklab/labs.py): the code half in a throwaway git repository, the
+"""Workshop checkpoints (cli/labs.py): the code half in a throwaway git repository, the
 state half with a stand-in pipeline. tests/integration/test_lab_checkpoints.py runs the real pipeline."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ranklab import labs
-from ranklab.labs import LABS, LabError, get_lab, start_lab
+from cli.labs import LABS, LabError, get_lab, start_lab
 from ranklab.settings import REPO_ROOT, DataSettings, Settings, get_settings
 
 LEAKY_FILE = "features/aggregates.py"

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.generator import generate_marketplace
+from simulation.generator import generate_marketplace
 from models.popularity import PopularityRanker
 from monitoring.alerts import Alert
-from monitoring.clients import InProcessRanking
+from simulation.clients import InProcessRanking
 from monitoring.monitor import day_window, days_between
-from monitoring.scenarios import SilentDegradation
-from monitoring.traffic import LEDGER_META, TrafficPlan, ledger_span, simulate_traffic
+from simulation.scenarios import SilentDegradation
+from simulation.traffic import LEDGER_META, TrafficPlan, ledger_span, simulate_traffic
 from pipelines.defs.sensors import new_alerts, retrain_request
 from ranklab.settings import DataSettings, Settings
 

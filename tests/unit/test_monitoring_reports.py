@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.click_model import DEVICES, REGIONS, ClickModel
+from simulation.click_model import DEVICES, REGIONS, ClickModel
 from models.popularity import PopularityRanker
 from monitoring.reference import MonitoringReference, build_reference, replay
 from monitoring.reports import (

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from features import aggregates
-from features.click_model import QUALITY, ClickModel
-from features.generator import generate_marketplace
-from monitoring.scenarios import (
+from simulation.click_model import QUALITY, ClickModel
+from simulation.generator import generate_marketplace
+from simulation.scenarios import (
     SCENARIOS,
     BrokenFeature,
     PriceInflation,

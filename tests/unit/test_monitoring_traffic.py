@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from features.aggregates import check_raw_tables
-from features.generator import generate_marketplace, window
+from simulation.generator import generate_marketplace, window
 from models.popularity import PopularityRanker
-from monitoring.clients import HttpRanking, InProcessRanking, TrafficBudgetExceeded
-from monitoring.scenarios import PriceInflation
-from monitoring.traffic import (
+from simulation.clients import HttpRanking, InProcessRanking, TrafficBudgetExceeded
+from simulation.scenarios import PriceInflation
+from simulation.traffic import (
     LABEL_DELAY,
     RankingRequest,
     Traffic,

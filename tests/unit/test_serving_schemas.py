@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from features.click_model import CATEGORIES, DEVICES, REGIONS
+from ranklab.schema import CATEGORIES, DEVICES, REGIONS
 from serving.schemas import RankingContext, RankRequest
 
 CONTEXT = {"device": "mobile", "region": "north", "query_category": "books"}

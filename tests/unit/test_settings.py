@@ -8,7 +8,7 @@ import pydantic
 import pytest
 from typer.testing import CliRunner
 
-from ranklab.cli import app
+from cli.main import app
 from ranklab.settings import Settings, get_settings
 
 

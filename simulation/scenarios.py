@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from features import aggregates
-from features.click_model import DEVICES, QUALITY, ClickModel
 from ranklab.schema import DEVICE, QUERY_CATEGORY, REGION, USER_ID
+from simulation.click_model import DEVICES, QUALITY, ClickModel
 
 Detector = Literal["none", "feature_drift", "data_quality", "ranking_quality"]
 

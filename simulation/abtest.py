@@ -1,6 +1,6 @@
 """Experiments on simulated users, in process: an A/B split, or team-draft interleaving.
 
-The traffic simulator (``monitoring/traffic.py``) draws each day's searches from the
+The traffic simulator (``simulation/traffic.py``) draws each day's searches from the
 generator and lets its users click on what they were shown, under the click model and the
 ground truth. Here the ranking client is an experiment:
 
@@ -19,6 +19,7 @@ would in production.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,21 +28,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.click_model import ClickModel
+from models.registry import Registry
+from models.scorers import RegisteredScorer, Scorer
+from monitoring.abtest.commands import (
+    CONFIG_FILE,
+    read_and_report,
+    readout_config_of,
+    run_dir,
+)
 from monitoring.abtest.exposures import ARM, exposures_from_log, pre_period_activity
 from monitoring.abtest.interleaving import TEAM_A, TEAM_B, credit_sessions, team_draft
-from monitoring.clients import Scorer, SnapshotFeatures, logged_request
-from monitoring.traffic import (
+from monitoring.abtest.readout import Readout
+from monitoring.abtest.report import ReportFiles
+from ranklab import schema
+from ranklab.io import write_parquet
+from ranklab.settings import DataSettings, Settings
+from serving.arms import resolve_arms
+from serving.experiment import ExperimentConfig, assign_arm, save_experiment
+from serving.prediction_log import PredictionLog, PredictionRecord, read_predictions
+from simulation.click_model import ClickModel
+from simulation.clients import SnapshotFeatures, logged_request
+from simulation.traffic import (
     RankingRequest,
     ServedRanking,
     Traffic,
     TrafficPlan,
     simulate_traffic,
+    world_traffic_dir,
 )
-from ranklab import schema
-from ranklab.settings import DataSettings, Settings
-from serving.experiment import ExperimentConfig, assign_arm
-from serving.prediction_log import PredictionLog, PredictionRecord, read_predictions
+from simulation.truth import TRUE_UTILITY
+from simulation.world import load_world
 
 SERVED_BY_MODEL = "model"
 
@@ -193,11 +209,11 @@ def expected_clicks(
 ) -> pd.DataFrame:
     """Per (request, arm): the expected clicks of the arm's order, from the true utilities
     the ledger recorded and the click model (examination x attraction, summed)."""
-    truth = traffic.impressions[["request_id", schema.ITEM_ID, schema.TRUE_UTILITY]]
+    truth = traffic.impressions[["request_id", schema.ITEM_ID, TRUE_UTILITY]]
     device = traffic.requests.set_index("request_id")[schema.DEVICE]
     rows = orders.merge(truth, on=["request_id", schema.ITEM_ID], how="inner", validate="m:1")
     rows["p"] = click_model.click_probability(
-        rows[schema.TRUE_UTILITY].to_numpy(),
+        rows[TRUE_UTILITY].to_numpy(),
         rows[schema.POSITION].to_numpy(),
         device.loc[rows["request_id"]].to_numpy(),
     )
@@ -216,11 +232,11 @@ def potential_clicks(run: ExperimentRun, click_model: ClickModel, seed: int) -> 
     counterfactual draws ignore one thing: the clicks of other days feed the features, and
     those came from the traffic as it was actually served."""
     rng = np.random.default_rng(seed)
-    truth = run.traffic.impressions[["request_id", schema.ITEM_ID, schema.TRUE_UTILITY]]
+    truth = run.traffic.impressions[["request_id", schema.ITEM_ID, TRUE_UTILITY]]
     device = run.traffic.requests.set_index("request_id")[schema.DEVICE]
     rows = run.shadow_orders.merge(truth, on=["request_id", schema.ITEM_ID], validate="m:1")
     p = click_model.click_probability(
-        rows[schema.TRUE_UTILITY].to_numpy(),
+        rows[TRUE_UTILITY].to_numpy(),
         rows[schema.POSITION].to_numpy(),
         device.loc[rows["request_id"]].to_numpy(),
     )
@@ -321,3 +337,65 @@ def simulate_interleaving(
     when = traffic.requests.set_index("request_id")[["ts", schema.USER_ID]]
     credits = credits.join(when, on="request_id")
     return InterleavingRun(traffic, credits.sort_values("ts", ignore_index=True))
+
+
+# ---- the CLI's `abtest simulate`: an experiment on simulated users, then its readout ----
+@dataclass(frozen=True)
+class SimulationResult:
+    readout: Readout
+    files: ReportFiles
+    true_clicks_per_session: dict[str, float]
+    versions: dict[str, str]
+    run_dir: Path
+    mlflow_run_id: str | None
+
+
+def simulate(
+    settings: Settings,
+    config: ExperimentConfig,
+    days: int,
+    sessions_per_day: float | None,
+    seed: int = 0,
+    cuped: bool = False,
+    log_to_registry: bool = True,
+) -> SimulationResult:
+    """Run ``config`` on simulated users with the registry's models, then read it out."""
+    run = run_dir(settings, config.name)
+    if run.exists() and any(run.iterdir()):
+        raise FileExistsError(
+            f"a simulated experiment {config.name!r} exists at {run}: pick another name"
+        )
+    registry = Registry(settings)
+    versions = resolve_arms(registry, config)  # fails before anything is simulated
+    arms = {name: ArmModel(RegisteredScorer(registry, v), v) for name, v in versions.items()}
+    plan = TrafficPlan(days=days, sessions_per_day=sessions_per_day, seed=seed)
+    tables = load_world(settings)
+    result = simulate_experiment(tables, settings, config, arms, plan, run / "predictions")
+    result.traffic.save(run, world_traffic_dir(settings, run.name))
+    save_experiment(config, run / CONFIG_FILE)
+    write_parquet(result.pre_activity, run / "pre_activity.parquet")
+    truth = result.true_effect()
+    readout_config = readout_config_of(config, "clicks_per_session", cuped)
+    readout, files, run_id = read_and_report(
+        settings, config, result.exposures, result.pre_activity, readout_config,
+        run / "report", log_to_registry, truth,
+    )  # fmt: skip
+    return SimulationResult(readout, files, truth, versions, run, run_id)
+
+
+def describe(result: SimulationResult) -> str:
+    readout = result.readout
+    lines = [
+        f"arms: {result.versions} (registry versions)",
+        "true clicks per session: "
+        + json.dumps({k: round(v, 4) for k, v in result.true_clicks_per_session.items()}),
+        f"decision: {readout.decision.verdict.upper()} ({readout.decision.rule})",
+        f"report: {result.files.markdown} and {result.files.html.name}",
+    ]
+    if readout.lift is not None:
+        lines.insert(
+            2, f"lift: {readout.lift.relative.fmt(percent=True)} (p={readout.lift.p_value:.3g})"
+        )
+    if result.mlflow_run_id:
+        lines.append(f"logged to MLflow run {result.mlflow_run_id} under abtest/")
+    return "\n".join(lines)

@@ -39,10 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-# ---- the vocabulary of the simulated marketplace ----
-DEVICES = ("mobile", "desktop", "tablet")
-REGIONS = ("north", "south", "east", "west", "central")
-CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books", "toys", "grocery")
+from ranklab.schema import CATEGORIES, DEVICES, REGIONS  # the data contract's vocabularies
+
 TASTE_DIM = 8  # length of users' latent_taste_* and items' latent_embedding_* vectors
 
 # Median price per category: item prices are log-normal around these, and the price term of

@@ -2,7 +2,7 @@
 
 1. the ``lifecycle`` job: data, checks, features, models, gate -> champion v1, its reference;
 2. the real BentoML service (``serving/launch.py``) serves the champion on a free port;
-3. simulated days under a drift scenario go to it over HTTP (``monitoring.clients``);
+3. simulated days under a drift scenario go to it over HTTP (``simulation.clients``);
 4. one ``monitoring_window`` partition per served day: Evidently reports, alerts;
 5. one tick of ``retraining_sensor`` on the real Dagster instance: one run request for
    the alerts that ask for retraining (its data holds every served day);
@@ -30,17 +30,17 @@ import dagster as dg
 import httpx
 import pandas as pd
 
-from features.generator import generate_marketplace
 from features.store import feature_store
 from models.registry import Registry
 from monitoring.alerts import Alert, read_alerts
-from monitoring.clients import HttpRanking, online_store_refresh
 from monitoring.monitor import served_dir, service_log_root
-from monitoring.scenarios import get_scenario
-from monitoring.traffic import Traffic, TrafficPlan, simulate_traffic
 from pipelines.run import dagster_instance
 from ranklab.settings import Settings
 from serving.launch import server_command, server_env
+from simulation.clients import HttpRanking, online_store_refresh
+from simulation.generator import generate_marketplace
+from simulation.scenarios import get_scenario
+from simulation.traffic import Traffic, TrafficPlan, simulate_traffic
 
 QUALITY = "ranking_quality.hit_rate@10"
 

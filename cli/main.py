@@ -21,12 +21,29 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 def run(
     scale: float = typer.Option(None, help="Data scale (default: settings, 1.0)."),
     job: str = typer.Option("lifecycle", help="Dagster job to run."),
+    world: bool = typer.Option(
+        True,
+        help="Publish the simulated marketplace to the landing folder first, and grade the "
+        "run with its ground truth afterwards. --no-world runs on whatever export is in the "
+        "landing folder (your own data) and grades nothing.",
+    ),
 ) -> None:
     """Run the whole lifecycle as one Dagster job and print its summary."""
     from pipelines.run import run_job
 
-    overrides = {} if scale is None else {"scale": scale}
-    ok = run_job(job, **overrides)
+    settings = get_settings()
+    if scale is not None:
+        data = settings.data.model_copy(update={"scale": scale})
+        settings = settings.model_copy(update={"data": data})
+    if world:
+        from simulation.world import publish
+
+        publish(settings)
+    ok = run_job(job, settings=settings)
+    if ok and world and job == "lifecycle":
+        from simulation.grading import grade_run
+
+        typer.echo(grade_run(settings).to_markdown())
     raise typer.Exit(0 if ok else 1)
 
 
@@ -71,12 +88,12 @@ def serve(
 
 @app.command()
 def simulate(
-    scenario: str = typer.Option("none", help="Drift scenario (see monitoring/scenarios.py)."),
+    scenario: str = typer.Option("none", help="Drift scenario (see simulation/scenarios.py)."),
     days: int = typer.Option(3, min=1, help="Simulated days after the training window."),
     change_day: int = typer.Option(0, min=0, help="Day the scenario starts (0: at once)."),
 ) -> None:
     """Serve simulated traffic with the champion and monitor every day (a drift drill)."""
-    from monitoring.drill import run_drill
+    from simulation.drill import run_drill
 
     result = run_drill(get_settings(), scenario, days, change_day)
     typer.echo(result.table().to_markdown(index=False))
@@ -100,7 +117,7 @@ def drift_demo(
 ) -> None:
     """The monitoring loop end to end in .state/drift-demo (deleted first): pipeline, service,
     drifted traffic, monitoring partitions, sensor, retraining, gate, swap, recovery."""
-    from pipelines.drift_demo import run_drift_demo
+    from simulation.drift_demo import run_drift_demo
 
     base = get_settings()
     data = base.data if scale is None else base.data.model_copy(update={"scale": scale})
@@ -141,7 +158,7 @@ def new(
     """Start a new project from this one: renamed, fresh state, no history (docs/template.md)."""
     from pathlib import Path
 
-    from ranklab.template import TemplateError, create_project
+    from cli.template import TemplateError, create_project
 
     stages = [s.strip() for s in without.split(",") if s.strip()]
     try:
@@ -302,8 +319,9 @@ def abtest_simulate(
     mlflow: bool = typer.Option(True, help="Log the report to the treatment's MLflow run."),
 ) -> None:
     """An A/B test on simulated users with two registry models (in process), read out."""
-    from monitoring.abtest.commands import cli_errors, describe, simulate
+    from monitoring.abtest.commands import cli_errors
     from serving.experiment import Arm, ExperimentConfig
+    from simulation.abtest import describe, simulate
 
     control_weight, treatment_weight = _floats(weights, "weights")
     with cli_errors():
@@ -356,7 +374,7 @@ def lab(
     solution: bool = typer.Option(False, help="Also apply the lab's solution patch."),
 ) -> None:
     """Restore the state and code lab NUMBER starts from (the workshop's catch-up)."""
-    from ranklab.labs import LabError, start_lab
+    from cli.labs import LabError, start_lab
 
     try:
         start_lab(get_settings(), number, force, rebuild, solution, echo=typer.echo)

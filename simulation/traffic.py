@@ -5,18 +5,20 @@ Each simulated day, in order:
 1. the feature pipeline computes the day's snapshot from every event logged before it
    (``features.aggregates``, the code that feeds Feast), so the model's clicks of
    yesterday are in today's features, as in production;
-2. new sessions are drawn from the same generator (``features.generator.draw_*``) with the
+2. new sessions are drawn from the same generator (``simulation.generator.draw_*``) with the
    day's world: the scenario, once active, changes the catalogue, the traffic mix, the
-   users' behaviour or the feature pipeline's output (``monitoring/scenarios.py``);
+   users' behaviour or the feature pipeline's output (``simulation/scenarios.py``);
 3. a ``RankingClient`` orders each session's candidates: the running service over HTTP, or
-   the same request path in process (``monitoring/clients.py``); it writes the prediction log;
+   the same request path in process (``simulation/clients.py``); it writes the prediction log;
 4. users click on the order they were shown, under the generator's click model and ground
    truth. The clicks are the labels that reach monitoring later (``LABEL_DELAY``).
 
-The result, ``Traffic``, is the ledger of what happened: the requests with their simulated
-time, every shown item with its served position and true utility, and the clicks. Reports
-join it to the prediction log by request id; the true utilities are the oracle's, kept for
-evaluating the simulation itself and never read by the monitoring reports.
+The result, ``Traffic``, is the world's ledger of what happened: the requests with their
+simulated time, every shown item with its served position and true utility, and the clicks.
+Saved, it splits along the wall: what a front end logs (``features.events.ServedTraffic``:
+requests, impressions at their served position, clicks, the catalogue) goes where the
+system reads it; the truth (utilities, the scenario's timing, latents) goes to the world's
+own folder, for graders only.
 
 Determinism: day ``d`` draws from ``default_rng([seed, d])``, and the scenario has its own
 stream, so a scenario run and the control draw the same users, times and candidates.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -34,25 +36,23 @@ import numpy as np
 import pandas as pd
 
 from features import aggregates
-from features.click_model import ClickModel
-from features.generator import (
+from features.events import LABEL_DELAY, REQUEST_ID, TS, ServedTraffic, traffic_dir
+from ranklab import schema
+from ranklab.io import write_json, write_parquet
+from ranklab.settings import DataSettings, Settings
+from simulation.click_model import ClickModel
+from simulation.generator import (
     WEEKEND_LIFT,
     draw_candidates,
     draw_clicks,
     draw_sessions,
     window,
 )
-from monitoring.scenarios import CONTROL, Scenario
-from ranklab import schema
-from ranklab.io import write_json, write_parquet
-from ranklab.settings import DataSettings, Settings
+from simulation.scenarios import CONTROL, Scenario
+from simulation.truth import EXPECTED_UTILITY, TRUE_RELEVANCE, TRUE_UTILITY
 
-# Clicks come within minutes of a search and purchases within hours; the label join waits
-# this long after a window closes before it calls the window's labels complete.
-LABEL_DELAY = pd.Timedelta(hours=6)
-LEDGER_META = "traffic.json"  # a saved ledger's span and plan, written after its tables
-REQUEST_ID = "request_id"
-TS = "ts"
+__all__ = ["LABEL_DELAY", "REQUEST_ID", "TS", "Traffic", "TrafficPlan", "traffic_dir"]
+TRUTH_META = "world.json"  # a saved ledger's truth: written last, beside the full tables
 SCENARIO_ACTIVE = "scenario_active"
 _MEAN_DAY_LIFT = (5 + 2 * WEEKEND_LIFT) / 7  # the generator's weekly traffic shape, mean 1
 
@@ -79,6 +79,10 @@ class ServedRanking:
     order: np.ndarray  # item ids, best first: position p shows order[p - 1]
     served_by: str
     model_version: str
+    # The randomisation intervention (serving/randomization.py): how many top positions were
+    # shuffled (0: none) and the order the ranking itself chose before the shuffle.
+    randomized_top_k: int = 0
+    policy_order: np.ndarray | None = None
 
 
 class RankingClient(Protocol):
@@ -124,46 +128,19 @@ class TrafficPlan:
 
 # ---- what happened ----
 @dataclass
-class Traffic:
-    """The ledger of a simulation (see the module docstring for the columns' meaning)."""
-
-    requests: pd.DataFrame  # request_id, session_id, ts, user_id, device, region, query, active
-    impressions: pd.DataFrame  # request_id, session_id, item_id, position, true_* (truth)
-    clicks: pd.DataFrame  # request_id, session_id, item_id, ts, purchased
-    items: pd.DataFrame  # the catalogue at the end (a scenario may have changed it)
-    meta: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def start(self) -> pd.Timestamp:
-        return pd.Timestamp(self.meta["start"])
+class Traffic(ServedTraffic):
+    """The world's ledger of a simulation: ``ServedTraffic`` with the truth kept in its
+    frames (see the module docstring): ``impressions`` carries true_* columns, ``requests``
+    whether the scenario was active, ``items`` the latents."""
 
     @property
     def change_at(self) -> pd.Timestamp:
         """When the scenario started (the end of the traffic for a control run)."""
         return pd.Timestamp(self.meta["change_at"])
 
-    @property
-    def end(self) -> pd.Timestamp:
-        return pd.Timestamp(self.meta["end"])
-
-    def labels(self, as_of: pd.Timestamp) -> pd.DataFrame:
-        """A row per shown item: request, item, served position and the label known at
-        ``as_of`` (clicked, purchased, graded label 0/1/2, as in the training set)."""
-        known = self.clicks[self.clicks[TS] <= as_of]
-        clicked = known.groupby([REQUEST_ID, schema.ITEM_ID], as_index=False)[
-            schema.PURCHASED
-        ].max()
-        rows = self.impressions[[REQUEST_ID, schema.ITEM_ID, schema.POSITION]].merge(
-            clicked, on=[REQUEST_ID, schema.ITEM_ID], how="left", validate="one_to_one"
-        )
-        rows[schema.CLICKED] = rows[schema.PURCHASED].notna().astype("int64")
-        rows[schema.PURCHASED] = rows[schema.PURCHASED].eq(True).astype("int64")
-        rows[schema.LABEL] = rows[schema.CLICKED] + rows[schema.PURCHASED]
-        return rows
-
     def extend(self, tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-        """The raw tables of the training window with this traffic appended, in the raw
-        schema, and the catalogue as it is now: "the newest data" a retraining run reads."""
+        """The world's tables of the training window with this traffic appended, every
+        column of the history kept (truth included), and the catalogue as it is now."""
         extended = _append(tables, self.requests, self.impressions, self.clicks)
         extended["items"] = self.items
         return extended
@@ -187,40 +164,34 @@ class Traffic:
         }
         return Traffic(**frames, items=later.items, meta=meta)
 
-    # ---- files ----
-    def save(self, directory: Path) -> Path:
-        directory = Path(directory)
-        for name in ("requests", "impressions", "clicks", "items"):
-            write_parquet(getattr(self, name), directory / f"{name}.parquet")
-        write_json(self.meta, directory / LEDGER_META)  # last: it names what the tables hold
-        return directory
+    # ---- files: the system's view where the system reads, the truth in the world's folder ----
+    def save(self, directory: Path, truth_directory: Path | None = None) -> Path:
+        """The front end's log to ``directory`` (``ServedTraffic``'s contract columns) and,
+        with ``truth_directory``, the whole ledger there (the world's copy, truth included)."""
+        if truth_directory is not None:
+            truth_directory = Path(truth_directory)
+            for name in ("requests", "impressions", "clicks", "items"):
+                write_parquet(getattr(self, name), truth_directory / f"{name}.parquet")
+            write_json(self.meta, truth_directory / TRUTH_META)
+        return super().save(directory)
 
     @classmethod
-    def load(cls, directory: Path) -> Traffic:
-        directory = Path(directory)
-        meta_path = directory / LEDGER_META
+    def load_world(cls, truth_directory: Path) -> Traffic:
+        """The whole ledger a ``save(..., truth_directory)`` kept."""
+        truth_directory = Path(truth_directory)
+        meta_path = truth_directory / TRUTH_META
         if not meta_path.exists():
-            raise FileNotFoundError(f"no simulated traffic at {directory}: run simulate first")
+            raise FileNotFoundError(f"no simulated traffic at {truth_directory}: simulate first")
         tables = {
-            name: pd.read_parquet(directory / f"{name}.parquet")
+            name: pd.read_parquet(truth_directory / f"{name}.parquet")
             for name in ("requests", "impressions", "clicks", "items")
         }
         return cls(**tables, meta=json.loads(meta_path.read_text(encoding="utf-8")))
 
 
-def ledger_span(directory: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
-    """(start, end) of the ledger saved in ``directory``, from its meta file alone (None when
-    there is none): cheap enough for a sensor to call every tick."""
-    meta_path = Path(directory) / LEDGER_META
-    if not meta_path.exists():
-        return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return pd.Timestamp(meta["start"]), pd.Timestamp(meta["end"])
-
-
-def traffic_dir(settings: Settings, run: str) -> Path:
-    """Where a simulation's ledger (and, in process, its prediction log) is kept."""
-    return settings.root / "monitoring" / "traffic" / run
+def world_traffic_dir(settings: Settings, run: str) -> Path:
+    """Where the world keeps the whole ledger (truth included) of a simulation run."""
+    return settings.world_dir / "traffic" / run
 
 
 # ---- the simulation ----
@@ -330,12 +301,10 @@ class _Simulation:
         sessions = scenario.sessions(sessions, users, rng_scenario)
         session_row, item_row = draw_candidates(sessions, items, self.data, rng_retrieval)
         context = sessions.iloc[session_row].reset_index(drop=True)
-        utility = click_model.true_utility(
-            users.set_index(schema.USER_ID).loc[context[schema.USER_ID]].reset_index(),
-            items.iloc[item_row].reset_index(drop=True),
-            context,
-            rng_utility,
-        )
+        shown_users = users.set_index(schema.USER_ID).loc[context[schema.USER_ID]].reset_index()
+        shown_items = items.iloc[item_row].reset_index(drop=True)
+        utility = click_model.true_utility(shown_users, shown_items, context, rng_utility)
+        expected = click_model.true_utility(shown_users, shown_items, context)
 
         # 3. the ranking client orders each slate
         item_ids = items[schema.ITEM_ID].to_numpy()[item_row]
@@ -343,7 +312,14 @@ class _Simulation:
         served = self.client.rank(requests)
         if len(served) != len(requests):
             raise RuntimeError(f"ranking client answered {len(served)} of {len(requests)} requests")
-        shown = _shown(session_row, item_ids, utility, served, context, click_model)
+        truth = pd.DataFrame(
+            {
+                TRUE_UTILITY: utility,
+                TRUE_RELEVANCE: click_model.relevance_grade(utility),
+                EXPECTED_UTILITY: expected,
+            }
+        )
+        shown = _shown(session_row, item_ids, truth, served, context)
 
         # 4. users click on what they were shown
         clicks = draw_clicks(shown, sessions, click_model, day + pd.Timedelta(days=1), rng_clicks)
@@ -390,32 +366,24 @@ def _requests(
 def _shown(
     session_row: np.ndarray,
     item_ids: np.ndarray,
-    utility: np.ndarray,
+    truth: pd.DataFrame,
     served: Sequence[ServedRanking],
     context: pd.DataFrame,
-    click_model: ClickModel,
 ) -> pd.DataFrame:
-    """Every candidate with the position it was shown at (1 = top)."""
+    """Every candidate with the position it was shown at (1 = top), whether that position
+    was randomised, and where the ranking itself had put it; ``truth`` is row-aligned."""
     shown = pd.DataFrame(
         {
             schema.SESSION_ID: session_row,
             schema.ITEM_ID: item_ids,
-            schema.TRUE_UTILITY: utility,
-            schema.TRUE_RELEVANCE: click_model.relevance_grade(utility),
             schema.DEVICE: context[schema.DEVICE].to_numpy(),
         }
     )
+    shown = pd.concat([shown, truth.reset_index(drop=True)], axis=1)
     sessions_with_slates = np.unique(session_row)
     positions = pd.concat(
         [
-            pd.DataFrame(
-                {
-                    schema.SESSION_ID: session,
-                    schema.ITEM_ID: answer.order,
-                    schema.POSITION: np.arange(1, len(answer.order) + 1),
-                    REQUEST_ID: answer.request_id,
-                }
-            )
+            _positions(session, answer)
             for session, answer in zip(sessions_with_slates, served, strict=True)
         ],
         ignore_index=True,
@@ -423,7 +391,26 @@ def _shown(
     merged = shown.merge(positions, on=[schema.SESSION_ID, schema.ITEM_ID], how="left")
     if merged[schema.POSITION].isna().any():
         raise RuntimeError("a ranking answer left out candidates it was sent")
-    return merged.astype({schema.POSITION: "int64"})
+    return merged.astype({schema.POSITION: "int64", schema.POLICY_POSITION: "int64"})
+
+
+def _positions(session: int, answer: ServedRanking) -> pd.DataFrame:
+    position = np.arange(1, len(answer.order) + 1)
+    if answer.policy_order is None:
+        policy_position = position
+    else:
+        rank = {int(item): p for p, item in enumerate(answer.policy_order, start=1)}
+        policy_position = np.array([rank[int(item)] for item in answer.order])
+    return pd.DataFrame(
+        {
+            schema.SESSION_ID: session,
+            schema.ITEM_ID: answer.order,
+            schema.POSITION: position,
+            schema.RANDOMIZED: position <= answer.randomized_top_k,
+            schema.POLICY_POSITION: policy_position,
+            REQUEST_ID: answer.request_id,
+        }
+    )
 
 
 def _with_global_ids(

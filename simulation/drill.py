@@ -8,41 +8,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from features.generator import read_raw
 from features.training_set import load_training_set
-from models.pyfunc import score
 from models.registry import Registry
-from monitoring.clients import InProcessRanking
+from models.scorers import ChampionScorer
 from monitoring.monitor import WindowResult, monitor_traffic
 from monitoring.reference import build_reference, reference_dir
 from monitoring.reports import ReportStore
-from monitoring.scenarios import get_scenario
-from monitoring.traffic import TrafficPlan, simulate_traffic, traffic_dir
 from ranklab.settings import Settings
-
-
-class RegisteredScorer:
-    """A registered version of the ranker as the simulator and the reference call it: a
-    frame in, a score per row out (the pyfunc serving loads)."""
-
-    def __init__(self, registry: Registry, version: str | int) -> None:
-        self.version = str(version)
-        self.model = registry.load(self.version)
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return score(self.model, frame, who=f"ranker v{self.version}")
-
-
-class ChampionScorer(RegisteredScorer):
-    """The registered champion, resolved once."""
-
-    def __init__(self, registry: Registry) -> None:
-        # Resolve the alias once and load that version, so the name and the model agree
-        # even if `champion` moves meanwhile.
-        super().__init__(registry, registry.champion_version().version)
+from simulation.clients import InProcessRanking
+from simulation.generator import read_raw
+from simulation.scenarios import get_scenario
+from simulation.traffic import TrafficPlan, simulate_traffic, traffic_dir
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A deterministic marketplace: users, items, search sessions and the logs they leave.
 
-The generator knows the truth (every impression's utility, from ``features/click_model.py``),
+The generator knows the truth (every impression's utility, from ``simulation/click_model.py``),
 so every model can be compared with the best possible ranking. The logs are produced the way
 real logs are: a *logging policy* (a noisy production ranker that knows item quality but not
 personal taste) orders each slate, and users click under position bias. A model trained on
@@ -19,12 +19,24 @@ clicks are drawn does not reshuffle the users.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from features.click_model import (
+from ranklab.schema import (
+    DEVICE,
+    ITEM_ID,
+    POLICY_POSITION,
+    POSITION,
+    PURCHASED,
+    QUERY_CATEGORY,
+    RANDOMIZED,
+    RAW_TABLES,
+    REGION,
+    SESSION_ID,
+    USER_ID,
+)
+from ranklab.settings import DataSettings
+from simulation.click_model import (
     CATEGORIES,
     DEVICES,
     EMBEDDING_COLUMNS,
@@ -36,21 +48,7 @@ from features.click_model import (
     TASTE_DIM,
     ClickModel,
 )
-from ranklab.io import write_parquet
-from ranklab.schema import (
-    DEVICE,
-    ITEM_ID,
-    POSITION,
-    PURCHASED,
-    QUERY_CATEGORY,
-    RAW_TABLES,
-    REGION,
-    SESSION_ID,
-    TRUE_RELEVANCE,
-    TRUE_UTILITY,
-    USER_ID,
-)
-from ranklab.settings import DataSettings
+from simulation.truth import EXPECTED_UTILITY, TRUE_RELEVANCE, TRUE_UTILITY
 
 # ---- the knobs of the simulated world (the click model holds the users' behaviour) ----
 REGION_SHARE = (0.30, 0.25, 0.20, 0.15, 0.10)  # of users, in REGIONS order
@@ -63,6 +61,11 @@ PREFERRED_DEVICE_SHARE = 0.8  # sessions on the user's preferred device
 HOME_CATEGORY_SHARE = 0.6  # sessions that search the user's favourite category
 IN_CATEGORY_SHARE = 0.8  # candidates that retrieval takes from the query category
 LOGGING_NOISE_SD = 1.0  # how far the production ranker's score strays from quality + match
+# The old ranker was tuned for revenue: it lifts dearer items (per unit of log price against
+# the category median), which users do not value (the utility's price term is a penalty).
+# A model fitted naively to its clicks learns "dear is good", because dear items were shown
+# on top and clicked there; the lesson of position debiasing (models/README.md).
+LOGGING_PRICE_BOOST = 1.5
 WEEKEND_LIFT = 1.25  # more sessions on Saturdays and Sundays
 _RETRIEVAL_CHUNK_CELLS = 2_000_000  # sessions x items scored at once: bounds memory
 
@@ -92,14 +95,29 @@ def generate_marketplace(
     click_model = click_model or ClickModel()
     sizes = scaled_sizes(data)
     start, end = window(data)
-    rngs = np.random.default_rng(data.seed).spawn(5)
+    # One child stream per stage; spawning a sixth kept the first five's draws unchanged.
+    rngs = np.random.default_rng(data.seed).spawn(6)
 
     users = _users(sizes["users"], start, end, rngs[0])
     items = _items(sizes["items"], start, end, rngs[1])
     sessions = draw_sessions(users, sizes["sessions"], start, data.n_days, rngs[2])
     shown = _impressions(sessions, users, items, data, click_model, rngs[3])
+    shown = randomize_top_k(
+        shown, data.logging_randomized_share, data.logging_randomized_top_k, rngs[5]
+    )
     clicks = draw_clicks(shown, sessions, click_model, end, rngs[4])
-    impressions = shown[[SESSION_ID, ITEM_ID, POSITION, TRUE_UTILITY, TRUE_RELEVANCE]]
+    impressions = shown[
+        [
+            SESSION_ID,
+            ITEM_ID,
+            POSITION,
+            RANDOMIZED,
+            POLICY_POSITION,
+            TRUE_UTILITY,
+            TRUE_RELEVANCE,
+            EXPECTED_UTILITY,
+        ]
+    ]
     return {
         "users": users,
         "items": items,
@@ -261,11 +279,13 @@ def _impressions(
     user_truth = users[[PRICE_SENSITIVITY, *TASTE_COLUMNS]]
     shown_users = user_truth.iloc[context[USER_ID].to_numpy()].reset_index(drop=True)
     utility = click_model.true_utility(shown_users, shown_items, context, rng)
+    expected = click_model.true_utility(shown_users, shown_items, context)
 
     # The logging policy orders each slate; position = rank within the session, from 1.
     score = _logging_score(shown_items, context, click_model, rng)
     order = np.lexsort((-score, session_row))
-    session_row, item_row, utility = session_row[order], item_row[order], utility[order]
+    session_row, item_row = session_row[order], item_row[order]
+    utility, expected = utility[order], expected[order]
     first_row = np.searchsorted(session_row, session_row, side="left")
     return pd.DataFrame(
         {
@@ -274,9 +294,36 @@ def _impressions(
             POSITION: (np.arange(len(order)) - first_row + 1).astype(np.int64),
             TRUE_UTILITY: utility,
             TRUE_RELEVANCE: click_model.relevance_grade(utility),
+            EXPECTED_UTILITY: expected,
             DEVICE: sessions[DEVICE].to_numpy()[session_row],
         }
     )
+
+
+def randomize_top_k(
+    shown: pd.DataFrame, share: float, top_k: int, rng: np.random.Generator
+) -> pd.DataFrame:
+    """The old service's randomisation intervention, as the service itself runs it
+    (``serving/randomization.py``): in a ``share`` of sessions the policy's top ``top_k``
+    items are shown in a uniformly random order. Adds ``policy_position`` (the policy's own
+    rank) and ``randomized`` (this row's position was drawn at random); ``shown`` is grouped
+    by session with ``position`` the policy's rank."""
+    shown = shown.copy()
+    shown[POLICY_POSITION] = shown[POSITION].to_numpy()
+    session_codes, _ = pd.factorize(shown[SESSION_ID])
+    chosen = rng.random(session_codes.max() + 1) < share
+    in_top = shown[POSITION].to_numpy() <= top_k
+    randomized = chosen[session_codes] & in_top
+    # A uniform shuffle of each chosen session's top rows: rank them by a random key.
+    key = rng.random(len(shown))
+    rows = np.flatnonzero(randomized)
+    order = rows[np.lexsort((key[rows], session_codes[rows]))]
+    first = np.searchsorted(session_codes[order], session_codes[order], side="left")
+    position = shown[POSITION].to_numpy().copy()
+    position[order] = np.arange(len(order)) - first + 1
+    shown[POSITION] = position.astype(np.int64)
+    shown[RANDOMIZED] = randomized
+    return shown.sort_values([SESSION_ID, POSITION], kind="stable", ignore_index=True)
 
 
 def _logging_score(
@@ -285,15 +332,20 @@ def _logging_score(
     click_model: ClickModel,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """The production ranker that logged the data: quality and query match, plus noise.
+    """The production ranker that logged the data: quality, query match and price, plus noise.
 
-    It knows neither taste nor price sensitivity, and it is noisy, so logged positions follow
-    utility only loosely: the gap a learned ranker can close.
+    It knows neither taste nor price sensitivity, it is noisy, and it favours dearer items
+    (``LOGGING_PRICE_BOOST``), so logged positions follow utility only loosely and are biased
+    towards something users do not want: the gap a learned ranker can close, and the trap a
+    naively learned one falls into.
     """
     match = shown_items["category"].to_numpy() == context[QUERY_CATEGORY].to_numpy()
+    median = shown_items["category"].map(MEDIAN_PRICE).to_numpy(dtype=float)
+    log_price_ratio = np.log(shown_items["price"].to_numpy(dtype=float) / median)
     return (
         shown_items[QUALITY].to_numpy()
         + click_model.category_match_bonus * match
+        + LOGGING_PRICE_BOOST * log_price_ratio
         + rng.normal(0.0, LOGGING_NOISE_SD, len(match))
     )
 
@@ -392,29 +444,7 @@ def draw_clicks(
     )
 
 
-# ---- files ----
-def write_raw(tables: dict[str, pd.DataFrame], raw_dir: Path) -> dict[str, Path]:
-    """Write each raw table to ``raw_dir/<table>.parquet`` atomically; checks all are present
-    before writing any, so a failed call leaves no partial set behind."""
-    missing = [name for name in RAW_TABLES if name not in tables]
-    if missing:
-        raise KeyError(f"write_raw: tables {missing} missing; expected {list(RAW_TABLES)}")
-    return {
-        name: write_parquet(tables[name], Path(raw_dir) / f"{name}.parquet") for name in RAW_TABLES
-    }
-
-
-def read_raw(raw_dir: Path) -> dict[str, pd.DataFrame]:
-    """Read the five raw tables written by ``write_raw``."""
-    paths = {name: Path(raw_dir) / f"{name}.parquet" for name in RAW_TABLES}
-    for name, path in paths.items():
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"raw table {name!r} not found at {path}; generate or load the raw data first"
-            )
-    return {name: pd.read_parquet(path) for name, path in paths.items()}
-
-
+# ---- summary ----
 def summarize(tables: dict[str, pd.DataFrame], data: DataSettings) -> dict[str, float]:
     """Headline numbers of a generated marketplace (for run metadata and the README)."""
     start, _ = window(data)

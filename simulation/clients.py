@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,21 +35,14 @@ from features.feature_repo.feature_services import ranker_v1
 from features.feature_repo.feature_views import feature_views
 from features.feature_repo.on_demand import ranking_context_view, ranking_request
 from features.store import feature_names, fill_defaults
-from monitoring.traffic import RankingRequest, ServedRanking
+from models.scorers import Scorer
 from monitoring.windows import SERVED_BY_MODEL
 from ranklab import schema
 from ranklab.settings import Settings
 from serving.prediction_log import PredictionLog, PredictionRecord, read_predictions
+from simulation.traffic import RankingRequest, ServedRanking
 
 CATEGORY = "category"  # item_attributes' category: the key into the affinity view
-
-
-class Scorer(Protocol):
-    """A model as serving calls it (``models/pyfunc.py``): ``session_id`` and the feature
-    columns in, a score per row out (higher first). A listwise model scores an item relative
-    to the others of its session, so each request is passed as one session."""
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
 
 
 # ---- features of one day's snapshot ----
