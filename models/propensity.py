@@ -54,10 +54,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ranklab.schema import CLICKED, DEVICE, POSITION, RANDOMIZED, SESSION_ID
+from ranklab.schema import CLICKED, DEVICE, ITEM_ID, POSITION, RANDOMIZED, SESSION_ID
 
 POOLED = "all"  # the curve over every device: the fallback of a device with too few sessions
 RANDOMIZED_TOP_K = "randomized_top_k"
+EM = "em"
 POWER_LAW_PRIOR = "power_law_prior"
 
 Use = Literal["auto", "per_position", "power_law"]
@@ -581,6 +582,114 @@ def _gof_pvalue(
     return np.where(np.isfinite(eta), pvalue, np.nan)
 
 
+# ---- the EM estimator (no intervention) ------------------------------------------------------
+
+
+def estimate_em(
+    frame: pd.DataFrame,
+    max_position: int = 10,
+    attraction_key: Sequence[str] = (ITEM_ID,),
+    iterations: int = 200,
+    tol: float = 1e-6,
+) -> PropensityCurve:
+    """theta(p, device) by expectation-maximisation of the PBM on ordinary (biased) logs.
+
+    Wang, Golbandi, Bendersky, Metzler & Najork (2018), "Position Bias Estimation for Unbiased
+    Learning to Rank in Personal Search" (WSDM), without their regression step: one attraction
+    per ``attraction_key`` value (an item) instead of a model of features. An unclicked row was
+    either not examined or not attractive; the E step splits it between the two in proportion
+    to their current probabilities, the M step re-estimates theta per (device, position) and
+    alpha per item from those expected counts. It needs no randomisation, only that the same
+    items appear at different positions (the logging policy's own variation); it is a
+    comparison for the intervention estimator, with no intervals, and can find a local optimum.
+    Rows at positions beyond ``max_position`` are not used. Every device uses its own curve
+    (source ``per_position``, continued by a power law fitted to it by weighted least squares).
+    """
+    missing = [
+        c for c in (SESSION_ID, POSITION, DEVICE, CLICKED, *attraction_key) if c not in frame
+    ]
+    if missing:
+        raise KeyError(f"estimate_em: frame lacks columns {missing}")
+    rows = frame[frame[POSITION] <= max_position]
+    if rows.empty or not rows[CLICKED].to_numpy(dtype=float).any():
+        raise ValueError(f"estimate_em: no click at positions <= {max_position}")
+    device_codes, names = pd.factorize(rows[DEVICE].astype(str), sort=True)
+    cell = device_codes * max_position + rows[POSITION].to_numpy(dtype=int) - 1
+    item = pd.MultiIndex.from_frame(rows[list(attraction_key)]).factorize()[0]
+    clicked = rows[CLICKED].to_numpy(dtype=float)
+    theta, _ = _em(cell, item, clicked, len(names) * max_position, iterations, tol)
+    theta = theta.reshape(len(names), max_position)
+    shown = np.bincount(cell, minlength=theta.size).reshape(theta.shape).astype(float)
+    pooled = (theta * shown).sum(axis=0) / np.maximum(shown.sum(axis=0), 1.0)
+    theta, shown = np.vstack([theta, pooled]), np.vstack([shown, shown.sum(axis=0)])
+    relative = theta / theta[:, :1]
+    sessions = rows.groupby(rows[DEVICE].astype(str))[SESSION_ID].nunique()
+    log_p = np.log(np.arange(1, max_position + 1, dtype=float))
+    curves = []
+    for g, name in enumerate([*names, POOLED]):
+        n_sessions = int(sessions.sum() if name == POOLED else sessions[name])
+        clicks = int(clicked.sum() if name == POOLED else clicked[device_codes == g].sum())
+        eta = _least_squares_eta(relative[g], shown[g], log_p)
+        nan = tuple(float("nan") for _ in range(max_position))
+        curves.append(
+            DeviceCurve(
+                device=name,
+                n_sessions=n_sessions,
+                n_clicks=clicks,
+                estimate=_floats(relative[g]),
+                lo=nan,
+                hi=nan,
+                eta=eta,
+                eta_lo=float("nan"),
+                eta_hi=float("nan"),
+                scale=float("nan"),
+                gof_pvalue=float("nan"),
+                source="per_position",
+            )
+        )
+    return PropensityCurve(EM, max_position, tuple(curves), "per_position")
+
+
+def _em(
+    cell: np.ndarray,
+    item: np.ndarray,
+    clicked: np.ndarray,
+    n_cells: int,
+    iterations: int,
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """EM for P(click) = theta[cell] * alpha[item]; returns (theta, alpha)."""
+    shown_cell = np.maximum(np.bincount(cell, minlength=n_cells), 1.0)
+    shown_item = np.bincount(item).astype(float)
+    theta = np.full(n_cells, 0.5)
+    alpha = np.clip(np.bincount(item, weights=clicked) / shown_item * 2, 0.01, 0.99)
+    for _ in range(iterations):
+        t, a = theta[cell], alpha[item]
+        not_clicked = 1.0 - t * a
+        examined = np.where(clicked > 0, 1.0, t * (1 - a) / not_clicked)
+        attractive = np.where(clicked > 0, 1.0, (1 - t) * a / not_clicked)
+        new_theta = np.clip(
+            np.bincount(cell, weights=examined, minlength=n_cells) / shown_cell, _EPS, 1
+        )
+        new_alpha = np.clip(np.bincount(item, weights=attractive) / shown_item, _EPS, 1 - 1e-9)
+        change = max(np.abs(new_theta - theta).max(), np.abs(new_alpha - alpha).max())
+        theta, alpha = new_theta, new_alpha
+        if change < tol:
+            break
+    return theta, alpha
+
+
+def _least_squares_eta(relative: np.ndarray, weight: np.ndarray, log_p: np.ndarray) -> float:
+    """eta of log theta = -eta log p through theta(1) = 1, weighted by impressions."""
+    usable = np.isfinite(relative) & (relative > 0) & (weight > 0)
+    denominator = (weight * log_p**2)[usable].sum()
+    if denominator <= 0:
+        return float("nan")
+    return float(
+        -(weight * log_p * np.log(np.where(usable, relative, 1.0)))[usable].sum() / denominator
+    )
+
+
 # ---- serialisation helpers -----------------------------------------------------------------------
 
 
@@ -610,5 +719,6 @@ __all__ = [
     "POOLED",
     "DeviceCurve",
     "PropensityCurve",
+    "estimate_em",
     "estimate_from_randomized",
 ]
