@@ -10,7 +10,11 @@ Two data sets, one protocol:
 
 Each model fits on the train split with each seed (the rankers stop early on valid);
 LightGBM LambdaMART (300 trees, learning rate 0.05, 31 leaves), which has no use for a
-validation split, fits on train + valid. Per-session metrics on the test split are averaged
+validation split, fits on train + valid. Beside it, where positions were logged (generated
+data), LightGBM's position-debiased LambdaMART (``lightgbm_lambdamart_debiased``: the same
+settings plus each row's logged position, from which LightGBM >= 4.1 learns one bias factor
+per position, "unbiased LambdaMART", Hu et al., WWW 2019); on LETOR, which has no positions,
+it is skipped and the report says so. Per-session metrics on the test split are averaged
 over seeds, so the intervals (95% bootstrap over sessions) describe the training recipe, not
 one lucky seed. On generated data, the oracle (ranking by the true utility) is joined by two
 diagnostic ceilings, ``truth_ceilings``, that say how much of the oracle is reachable at all.
@@ -43,6 +47,7 @@ from ranklab.schema import (
     DEVICE,
     ITEM_ID,
     LABEL,
+    POSITION,
     QUERY_CATEGORY,
     REGION,
     SESSION_ID,
@@ -54,6 +59,7 @@ from ranklab.settings import DataSettings, Settings, get_settings
 
 DEFAULT_LETOR_DIR = get_settings().letor_dir  # ../shared beside the checkout, as in CI
 PEER = "lightgbm_lambdamart"
+PEER_DEBIASED = "lightgbm_lambdamart_debiased"
 ORACLE = "oracle"
 NOT_TRAINED = (ORACLE, "ceiling_features", "ceiling_latents")
 
@@ -62,18 +68,35 @@ NOT_TRAINED = (ORACLE, "ceiling_features", "ceiling_latents")
 
 
 class LambdaMart:
-    """LightGBM's LGBMRanker with the reference settings, behind the same fit/predict contract."""
+    """LightGBM's LGBMRanker with the reference settings, behind the same fit/predict contract.
 
-    def __init__(self, feature_columns: list[str], seed: int, label: str = LABEL):
+    ``debias_position=True`` passes each row's logged position to ``lgb.Dataset(position=...)``:
+    LightGBM's lambdarank then learns a bias factor per position jointly with the trees and
+    discounts clicks that the position explains. ``LGBMRanker.fit`` takes no ``position``, so
+    that variant trains through ``lgb.train`` with the same parameters.
+    """
+
+    def __init__(
+        self,
+        feature_columns: list[str],
+        seed: int,
+        label: str = LABEL,
+        debias_position: bool = False,
+        position_bias_regularization: float = 0.0,  # LightGBM's default
+    ):
         self.feature_columns = feature_columns
         self.seed = seed
         self.label = label
-        self.name = PEER
+        self.debias_position = debias_position
+        self.position_bias_regularization = position_bias_regularization
+        self.name = PEER_DEBIASED if debias_position else PEER
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None) -> LambdaMart:
         rows = pd.concat([train, valid]) if valid is not None else train
         # LightGBM reads a query as a run of consecutive rows: give it the run lengths.
         group_sizes = rows.groupby(SESSION_ID, sort=False).size().to_numpy()
+        if self.debias_position:
+            return self._fit_debiased(rows, group_sizes)
         self.model_ = lgb.LGBMRanker(
             objective="lambdarank",
             n_estimators=300,
@@ -85,8 +108,44 @@ class LambdaMart:
         ).fit(rows[self.feature_columns], rows[self.label].astype(int), group=group_sizes)
         return self
 
+    def _fit_debiased(self, rows: pd.DataFrame, group_sizes: np.ndarray) -> LambdaMart:
+        if not has_positions(rows):
+            raise KeyError(f"{self.name}: needs a logged {POSITION!r} on every row")
+        params = {
+            "objective": "lambdarank",
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "seed": self.seed,
+            "num_threads": 1,
+            "verbose": -1,
+            "lambdarank_position_bias_regularization": self.position_bias_regularization,
+        }
+        dataset = lgb.Dataset(
+            rows[self.feature_columns],
+            label=rows[self.label].astype(int),
+            group=group_sizes,
+            position=rows[POSITION].to_numpy(dtype=int),
+        )
+        self.model_ = lgb.train(params, dataset, num_boost_round=300)
+        return self
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return self.model_.predict(frame[self.feature_columns])
+
+
+def has_positions(frame: pd.DataFrame) -> bool:
+    """Whether every row has a logged position (generated clicks do; LETOR judgements do not)."""
+    return POSITION in frame.columns and bool(frame[POSITION].notna().all())
+
+
+def debiased_peer_note(ts: TrainingSet) -> str | None:
+    """Why the position-debiased peer is missing from a table, or None when it is there."""
+    if has_positions(ts.frame):
+        return None
+    return (
+        f"{PEER_DEBIASED}: skipped, this data set has no logged positions (graded judgements, "
+        "not clicks): there is no position bias to learn."
+    )
 
 
 # ---- one data set ----------------------------------------------------------------------------
@@ -112,6 +171,11 @@ def benchmark(
         started = time.perf_counter()
         peer = LambdaMart(ts.feature_columns, seed).fit(ts.part("train"), ts.part("valid"))
         trained[PEER] = (peer, time.perf_counter() - started)
+        if has_positions(ts.frame):
+            started = time.perf_counter()
+            debiased = LambdaMart(ts.feature_columns, seed, debias_position=True)
+            debiased.fit(ts.part("train"), ts.part("valid"))
+            trained[PEER_DEBIASED] = (debiased, time.perf_counter() - started)
         for name, (model, seconds) in trained.items():
             evaluation = evaluate(test, model.predict(test), name, [], seed=seed, n_boot=n_boot)
             runs.setdefault(name, []).append(evaluation.per_session)
@@ -182,6 +246,7 @@ def comparisons(results: dict[str, ModelResult], n_boot: int) -> list[str]:
     if ORACLE in results:
         pairs += [(RANKER_NAIVE, PEER, TRUE_RELEVANCE), (RANKER_IPW, PEER, TRUE_RELEVANCE)]
         pairs += [(RANKER_IPW, RANKER_NAIVE, TRUE_RELEVANCE)]
+        pairs += [(PEER_DEBIASED, PEER, LABEL), (PEER_DEBIASED, PEER, TRUE_RELEVANCE)]
     lines = []
     for a, b, gain in pairs:
         if a in results and b in results:
@@ -250,6 +315,7 @@ def section(
     results = benchmark(ts, seeds, n_boot, progress)
     if data is not None:
         results |= truth_ceilings(ts, data, n_boot)
+    note = debiased_peer_note(ts)
     return "\n".join(
         [
             f"## {title}",
@@ -258,6 +324,7 @@ def section(
             f"seeds: {seeds}; 95% bootstrap intervals over test sessions ({n_boot} resamples).",
             "",
             markdown_table(results, n_boot),
+            *([] if note is None else ["", note]),
             "",
             "Paired differences, mean [95% interval]:",
             *comparisons(results, n_boot),
