@@ -51,7 +51,8 @@ test: setup ## Run every test, the slow end-to-end ones included (what CI runs)
 test-fast: setup ## Run the tests, skipping the slow end-to-end ones
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: setup ## Lint and check formatting; committed notebooks carry no outputs
+lint: setup ## Lint, check formatting and the import contracts (.importlinter); notebooks carry no outputs
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/nbstripout --verify notebooks/*.ipynb

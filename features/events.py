@@ -100,6 +100,11 @@ def read_export(raw_dir: Path) -> RawExport:
     return RawExport(read_raw(raw_dir), as_of, str(manifest.get("source", "import")))
 
 
+def contract_view(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Each raw table's contract columns only: what the pipeline would read of ``tables``."""
+    return {name: tables[name][list(RAW_COLUMNS[name])] for name in RAW_TABLES if name in tables}
+
+
 def write_raw(
     tables: Mapping[str, pd.DataFrame],
     raw_dir: Path,

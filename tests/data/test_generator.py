@@ -9,13 +9,12 @@ import pandas as pd
 import pytest
 
 from simulation.click_model import REGIONS, ClickModel
+from features.events import contract_view, read_raw, write_raw
 from simulation.generator import (
     generate_marketplace,
-    read_raw,
     scaled_sizes,
     summarize,
     window,
-    write_raw,
 )
 from ranklab.schema import RAW_TABLES
 from ranklab.settings import DataSettings
@@ -26,7 +25,16 @@ DOCUMENTED_COLUMNS = {  # ranklab/schema.py, without the latent_* ground truth
     "users": ["user_id", "region", "preferred_device", "signup_ts"],
     "items": ["item_id", "category", "brand", "price", "launch_ts"],
     "sessions": ["session_id", "user_id", "ts", "device", "region", "query_category"],
-    "impressions": ["session_id", "item_id", "position", "true_utility", "true_relevance"],
+    "impressions": [
+        "session_id",
+        "item_id",
+        "position",
+        "randomized",
+        "policy_position",
+        "true_utility",
+        "true_relevance",
+        "expected_utility",
+    ],
     "clicks": ["session_id", "item_id", "ts", "purchased"],
 }
 
@@ -200,8 +208,10 @@ def test_raw_tables_round_trip_through_parquet(tables, tmp_path):
     paths = write_raw(tables, tmp_path / "raw")
     assert sorted(p.name for p in paths.values()) == sorted(f"{t}.parquet" for t in RAW_TABLES)
     back = read_raw(tmp_path / "raw")
+    # Only the contract's columns are written and read back: the world keeps its truth.
     for name in RAW_TABLES:
-        pd.testing.assert_frame_equal(back[name], tables[name])
+        pd.testing.assert_frame_equal(back[name], contract_view(tables)[name])
+    assert not any(c.startswith(("true_", "latent_", "expected_")) for t in back.values() for c in t)
 
 
 def test_write_raw_refuses_an_incomplete_set_before_writing(tables, tmp_path):

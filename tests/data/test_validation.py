@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pytest
 
-from simulation.generator import generate_marketplace, window
+from features.events import contract_view
 from features.validation import (
     RULES,
     CheckResult,
@@ -20,6 +20,7 @@ from features.validation import (
     validate_raw,
 )
 from ranklab.settings import DataSettings
+from simulation.generator import generate_marketplace, window
 
 DATA = DataSettings(scale=0.05)
 NOW = window(DATA)[1].to_pydatetime()  # the end of the generated window: every event is before
@@ -29,7 +30,8 @@ Tables = dict[str, pd.DataFrame]
 
 @pytest.fixture(scope="module")
 def clean() -> Tables:
-    return generate_marketplace(DATA)
+    # What the pipeline sees of the generated world: the data contract's columns only.
+    return contract_view(generate_marketplace(DATA))
 
 
 @pytest.fixture
@@ -55,8 +57,8 @@ def _null_device(t: Tables) -> None:
     t["sessions"].loc[7, "device"] = None
 
 
-def _grade_out_of_range(t: Tables) -> None:
-    t["impressions"].loc[0, "true_relevance"] = 7
+def _policy_position_zero(t: Tables) -> None:
+    t["impressions"].loc[0, "policy_position"] = 0
 
 
 def _naive_click_timestamps(t: Tables) -> None:
@@ -64,7 +66,7 @@ def _naive_click_timestamps(t: Tables) -> None:
 
 
 def _missing_column(t: Tables) -> None:
-    t["impressions"] = t["impressions"].drop(columns=["true_relevance"])
+    t["impressions"] = t["impressions"].drop(columns=["randomized"])
 
 
 def _unexpected_column(t: Tables) -> None:
@@ -118,13 +120,13 @@ CORRUPTIONS: list[tuple[Callable[[Tables], None], tuple[str, ...], str]] = [
     ),
     (_negative_price, ("items_schema",), r"column 'price' fails greater_than\(0\) in 1 row "),
     (_null_device, ("sessions_schema",), r"column 'device' fails not_nullable in 1 row "),
-    (_grade_out_of_range, ("impressions_schema",), r"'true_relevance' fails in_range\(0, 4\)"),
+    (_policy_position_zero, ("impressions_schema",), r"'policy_position' fails greater_than"),
     (
         _naive_click_timestamps,
         ("clicks_schema", "clicks_not_in_future", "clicks_after_session_start"),
         r"column 'ts' fails dtype\('datetime64\[ns, UTC\]'\) \(found: datetime64\[ns\]\)",
     ),
-    (_missing_column, ("impressions_schema",), r"column_in_dataframe \(found: true_relevance\)"),
+    (_missing_column, ("impressions_schema",), r"column_in_dataframe \(found: randomized\)"),
     (_unexpected_column, ("sessions_schema",), r"column_in_schema \(found: clicked\)"),
     (_duplicate_user, ("users_unique_keys",), r"users: 2 of 101 rows repeat a user_id \(user_id=3"),
     (

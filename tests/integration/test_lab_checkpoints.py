@@ -17,7 +17,7 @@ import pytest
 from features.training_set import FRAME_FILE, load_training_set
 from models.pyfunc import score
 from models.registry import Registry
-from ranklab import labs
+from cli import labs
 from ranklab.settings import DataSettings, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

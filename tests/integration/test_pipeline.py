@@ -5,7 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from simulation.generator import generate_marketplace, write_raw
+from features.events import write_raw
+from simulation.generator import generate_marketplace
 from models.registry import Registry
 from pipelines.definitions import build_definitions
 from ranklab.schema import RAW_TABLES

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ranklab import template
+from cli import template
 from ranklab.settings import REPO_ROOT, get_settings
 from cli.template import STAGES, TemplateError, create_project, plan_project
 

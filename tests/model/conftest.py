@@ -1,4 +1,6 @@
-"""Small synthetic training sets with a known truth, built in milliseconds.
+"""Small synthetic training sets with a known truth, built in milliseconds (tests may read
+the truth: they grade; the production code never sees these columns unless a test hands
+them over).
 
 ``click_training_set`` plants a signal and logs clicks under position bias: an old ranker
 orders each slate by a feature that is only loosely related to utility (``logged_score``),
@@ -14,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulation.click_model import DEVICES, ClickModel
 from ranklab.schema import (
     CLICKED,
+    DEBIASED_LABEL,
     DEVICE,
     ITEM_ID,
     LABEL,
@@ -26,11 +28,11 @@ from ranklab.schema import (
     REGION,
     SESSION_ID,
     SPLIT,
-    TRUE_RELEVANCE,
-    TRUE_UTILITY,
     USER_SEGMENT,
     TrainingSet,
 )
+from simulation.click_model import DEVICES, ClickModel
+from simulation.truth import TRUE_RELEVANCE, TRUE_UTILITY
 
 FEATURES = ["quality_signal", "logged_score", "noise", "item_views"]
 
@@ -53,7 +55,8 @@ def make_click_training_set(
         .astype(int)
     )
     device = np.repeat(rng.choice(DEVICES, size=n_sessions), slate)
-    examined = rng.random(n) < ClickModel().examination(position, device)
+    propensity = ClickModel().examination(position, device)
+    examined = rng.random(n) < propensity
     attracted = rng.random(n) < 1 / (1 + np.exp(-(utility - 1.0)))
     clicked = (examined & attracted).astype(int)
     frame = pd.DataFrame(
@@ -65,6 +68,9 @@ def make_click_training_set(
             "noise": rng.normal(size=n),
             "item_views": rng.poisson(np.exp(2 + quality)),  # a skewed count feature
             LABEL: clicked,
+            # The debiased label with the true propensities (the pipeline estimates them:
+            # models/debiasing.py); capped as the pipeline caps it.
+            DEBIASED_LABEL: clicked * np.minimum(1.0 / propensity, 20.0),
             CLICKED: clicked,
             PURCHASED: 0,
             POSITION: position,

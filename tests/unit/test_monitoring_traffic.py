@@ -103,7 +103,8 @@ def test_the_same_plan_gives_the_same_traffic_and_a_scenario_keeps_the_control_d
 
 def test_the_ledger_round_trips_and_extends_the_raw_tables(tmp_path, tables):
     traffic, _ = _simulate(tmp_path, tables, TrafficPlan(days=1, seed=1), "d")
-    loaded = Traffic.load(traffic.save(tmp_path / "ledger"))
+    traffic.save(tmp_path / "ledger", truth_directory=tmp_path / "world")
+    loaded = Traffic.load_world(tmp_path / "world")
     pd.testing.assert_frame_equal(loaded.clicks, traffic.clicks)
     assert loaded.change_at == traffic.change_at
 
@@ -112,7 +113,7 @@ def test_the_ledger_round_trips_and_extends_the_raw_tables(tmp_path, tables):
     assert len(extended["sessions"]) == len(tables["sessions"]) + len(traffic.requests)
     assert list(extended["impressions"].columns) == list(tables["impressions"].columns)
     with pytest.raises(FileNotFoundError, match="no simulated traffic"):
-        Traffic.load(tmp_path / "nothing")
+        Traffic.load_world(tmp_path / "nothing")
 
 
 def test_plans_are_checked_before_anything_runs():
