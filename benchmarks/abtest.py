@@ -50,7 +50,6 @@ import pandas as pd  # noqa: E402
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 
 from benchmarks.world import build_training_world  # noqa: E402
-from simulation.click_model import ClickModel  # noqa: E402
 from models import train  # noqa: E402
 from monitoring.abtest.interleaving import interleaving_result  # noqa: E402
 from monitoring.abtest.power import baseline_of, sample_size  # noqa: E402
@@ -63,6 +62,9 @@ from monitoring.abtest.readout import (  # noqa: E402
     sample_ratio_check,
     samples,
 )
+from ranklab.io import write_json, write_text  # noqa: E402
+from ranklab.settings import Settings  # noqa: E402
+from serving.experiment import Arm, ExperimentConfig  # noqa: E402
 from simulation.abtest import (  # noqa: E402
     ArmModel,
     ExperimentRun,
@@ -71,10 +73,8 @@ from simulation.abtest import (  # noqa: E402
     simulate_experiment,
     simulate_interleaving,
 )
+from simulation.click_model import ClickModel  # noqa: E402
 from simulation.traffic import TrafficPlan  # noqa: E402
-from ranklab.io import write_json, write_text  # noqa: E402
-from ranklab.settings import Settings  # noqa: E402
-from serving.experiment import Arm, ExperimentConfig  # noqa: E402
 
 POWER = 0.8
 GRID = (250, 500, 1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 14_000, 16_000, 20_000, 24_000)

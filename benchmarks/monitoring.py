@@ -45,14 +45,14 @@ import torch  # noqa: E402
 
 from benchmarks.world import build_training_world  # noqa: E402
 from monitoring.alerts import Alert  # noqa: E402
-from simulation.clients import InProcessRanking  # noqa: E402
 from monitoring.monitor import WindowResult, monitor_traffic  # noqa: E402
 from monitoring.reference import MonitoringReference, build_reference  # noqa: E402
 from monitoring.reports import ReportStore  # noqa: E402
-from simulation.scenarios import SCENARIOS, Scenario, get_scenario  # noqa: E402
-from simulation.traffic import TrafficPlan, simulate_traffic, traffic_dir  # noqa: E402
 from ranklab.io import write_json, write_text  # noqa: E402
 from ranklab.settings import DataSettings, Settings, SplitSettings  # noqa: E402
+from simulation.clients import InProcessRanking  # noqa: E402
+from simulation.scenarios import SCENARIOS, Scenario, get_scenario  # noqa: E402
+from simulation.traffic import TrafficPlan, simulate_traffic, traffic_dir  # noqa: E402
 
 CHANGE_DAY = 2  # unchanged days before each scenario starts
 DETECTION_DAYS = 3  # days simulated after the change

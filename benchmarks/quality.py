@@ -274,9 +274,9 @@ def generated_training_set(settings: Settings, data: DataSettings, rebuild: bool
     """The marketplace of ``data``, through the real Feast path, cached on disk."""
     # Imported here: Feast and the generator are only needed for this half of the benchmark.
     from features import aggregates
-    from simulation.generator import generate_marketplace
     from features.store import apply_definitions
     from features.training_set import build_training_set, load_training_set, save_training_set
+    from simulation.generator import generate_marketplace
 
     own = settings.model_copy(
         update={"state_dir": settings.root / "benchmarks" / f"scale_{data.scale:g}", "data": data}

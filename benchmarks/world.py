@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from features import aggregates
-from simulation.generator import generate_marketplace
 from features.store import apply_definitions
 from features.training_set import build_training_set
 from models import train
 from ranklab.schema import TrainingSet
 from ranklab.settings import DataSettings, Settings
+from simulation.generator import generate_marketplace
 
 
 @dataclass

@@ -31,7 +31,7 @@ from ranklab.schema import (
     RANDOMIZED,
     TrainingSet,
 )
-from ranklab.settings import PositionBiasSettings
+from ranklab.settings import PositionBiasSettings, Settings
 
 CURVE_METADATA = "propensity_curve"  # where the curve travels in TrainingSet.metadata
 
@@ -67,6 +67,12 @@ def debiased_labels(frame, curve: PropensityCurve, max_weight: float) -> np.ndar
     examination = curve.examination(frame[POSITION].to_numpy(), frame[DEVICE].to_numpy())
     weight = np.minimum(1.0 / np.asarray(examination, dtype=float), max_weight)
     return frame[LABEL].to_numpy(dtype=float) * weight
+
+
+def debiased(ts: TrainingSet, settings: Settings) -> TrainingSet:
+    """``ts`` as the pipeline's ``debiased_training_data`` asset makes it from ``settings``
+    (the same curve: the estimate is deterministic from the seed)."""
+    return with_debiased_label(ts, settings.position_bias, seed=settings.seed)[0]
 
 
 def with_debiased_label(

@@ -10,15 +10,9 @@ Windows of served traffic are compared with it:
 - ``replayed``: the ranking quality the model should reach on the test days *when it does
   the ranking* (``sessions`` holds it per search). The logged clicks were produced under the
   old logging policy's order, so offline NDCG is not what serving measures; instead each
-  test session is replayed counterfactually, from the logs alone: the model orders the
-  candidates, and an item clicked at logged position ``p`` and now shown at ``r`` is clicked
-  again with probability ``min(1, θ(r) / θ(p))``, ``θ`` being the examination curve the
-  system estimated from its randomised sessions (``models/propensity.py``). Under the
-  position-based click model that is exact for every item the model shows no higher than
-  the old ranker did; an item it lifts keeps at most its logged click, and one never
-  clicked stays unclicked, so the replay is a cautious (low) estimate where the model
-  promotes items the old ranker hid. The monitoring thresholds allow for it
-  (``monitoring/reports.py``).
+  test session is replayed from the logs alone: the model orders the candidates, and a
+  click model the system learned from its own logs (the estimated examination curve and a
+  regression of attraction on the features, ``monitoring/replay.py``) clicks on that order.
 
 A reference belongs to one model version: when a new champion is promoted, build its own.
 """
@@ -37,6 +31,7 @@ from models.debiasing import CURVE_METADATA
 from models.propensity import PropensityCurve
 from models.scorers import Scorer
 from monitoring.drift import column_methods, day_to_day_drift, log_scaled, on_drift_scale
+from monitoring.replay import LearnedClickModel, replay
 from monitoring.windows import (
     CONTEXT_COLUMNS,
     MODEL_VERSION,
@@ -120,13 +115,15 @@ def build_reference(
             "this training set has none (estimate it with models.debiasing first)"
         )
     curve = PropensityCurve.from_dict(training_set.metadata[CURVE_METADATA])
+    train = training_set.part("train")
+    clicks = LearnedClickModel.fit(train, training_set.feature_columns, curve, seed=seed)
     rows = served_like(training_set, model, model_version)
     test = rows[training_set.frame[schema.SPLIT].to_numpy() == "test"]
     day = rows[schema.EVENT_TIMESTAMP].dt.floor("D")
     rows = rows[day > day.max() - pd.Timedelta(days=days)].reset_index(drop=True)
     if test.empty:
         raise ValueError("training set has no test rows to replay for the ranking reference")
-    shown = replay(test, curve, np.random.default_rng(seed))
+    shown = replay(test, clicks, np.random.default_rng(seed))
     numerical = [*training_set.feature_columns, SCORE]
     methods = column_methods(numerical, CONTEXT_COLUMNS)
     log_columns = log_scaled(rows, numerical)
@@ -181,28 +178,3 @@ _REPLAYED_COLUMNS = (
     schema.PURCHASED,
     schema.LABEL,
 )
-
-
-def replay(rows: pd.DataFrame, curve: PropensityCurve, rng: np.random.Generator) -> pd.DataFrame:
-    """``rows`` (request_id, score, device, and the logged position, clicked, purchased)
-    shown in the order of their scores, clicked again as the module docstring says: position
-    becomes the new one, and clicked, purchased and label (0 nothing, 1 click, 2 purchase)
-    are drawn for it."""
-    logged_position = rows[schema.POSITION].to_numpy()
-    order = np.lexsort((-rows[SCORE].to_numpy(), rows[REQUEST_ID].to_numpy()))
-    shown = rows.iloc[order].reset_index(drop=True)
-    logged_position = logged_position[order]
-    shown[schema.POSITION] = shown.groupby(REQUEST_ID, sort=False).cumcount() + 1
-    device = shown[schema.DEVICE].to_numpy()
-    ratio = curve.examination(shown[schema.POSITION].to_numpy(), device) / curve.examination(
-        logged_position, device
-    )
-    clicked = shown[schema.CLICKED].to_numpy(dtype=bool) & (
-        rng.random(len(shown)) < np.minimum(1.0, ratio)
-    )
-    # A purchase follows a click whatever the position: it is kept with its click.
-    purchased = clicked & shown[schema.PURCHASED].to_numpy(dtype=bool)
-    shown[schema.CLICKED] = clicked.astype("int64")
-    shown[schema.PURCHASED] = purchased.astype("int64")
-    shown[schema.LABEL] = shown[schema.CLICKED] + shown[schema.PURCHASED]
-    return shown

@@ -138,7 +138,7 @@ class PositionBiasSettings(_Section):
     )
     n_boot: int = Field(500, ge=100, description="Bootstrap resamples of the curve's intervals.")
     min_sessions: int = Field(
-        50,
+        100,
         ge=1,
         description="Randomised sessions a device needs for a curve of its own; fewer and it "
         "uses the curve pooled over devices.",

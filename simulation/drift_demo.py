@@ -38,9 +38,9 @@ from pipelines.run import dagster_instance
 from ranklab.settings import Settings
 from serving.launch import server_command, server_env
 from simulation.clients import HttpRanking, online_store_refresh
-from simulation.generator import generate_marketplace
 from simulation.scenarios import get_scenario
-from simulation.traffic import Traffic, TrafficPlan, simulate_traffic
+from simulation.traffic import Traffic, TrafficPlan, simulate_traffic, world_traffic_dir
+from simulation.world import publish
 
 QUALITY = "ranking_quality.hit_rate@10"
 
@@ -159,7 +159,7 @@ def run_drift_demo(
     result = DemoResult(scenario)
     step = Steps(result, echo)
     defs = build_definitions(settings)
-    tables = generate_marketplace(settings.data)  # the world the pipeline generates
+    tables = publish(settings)  # the world, whose observable part the pipeline reads
     with dagster_instance(settings) as instance:
         with step("lifecycle: data -> features -> models -> gate"):
             lifecycle = _execute(defs, instance, "lifecycle")
@@ -242,7 +242,7 @@ def _serve(settings, tables, plan, server: Server, after: Traffic | None) -> Tra
     )
     traffic = simulate_traffic(tables, settings.data, plan, client, after=after)
     ledger = traffic if after is None else after.followed_by(traffic)
-    ledger.save(served_dir(settings))
+    ledger.save(served_dir(settings), truth_directory=world_traffic_dir(settings, "served"))
     return traffic
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from features.training_set import load_training_set
+from models.debiasing import debiased
 from models.registry import Registry
 from models.scorers import ChampionScorer
 from monitoring.monitor import WindowResult, monitor_traffic
@@ -18,9 +19,9 @@ from monitoring.reference import build_reference, reference_dir
 from monitoring.reports import ReportStore
 from ranklab.settings import Settings
 from simulation.clients import InProcessRanking
-from simulation.generator import read_raw
 from simulation.scenarios import get_scenario
-from simulation.traffic import TrafficPlan, simulate_traffic, traffic_dir
+from simulation.traffic import TrafficPlan, simulate_traffic, traffic_dir, world_traffic_dir
+from simulation.world import load_world
 
 
 @dataclass
@@ -52,7 +53,7 @@ def run_drill(settings: Settings, scenario: str, days: int, change_day: int = 0)
     if registry.champion_version() is None:
         raise RuntimeError("no champion in the registry: run `make run` first")
     champion = ChampionScorer(registry)
-    training_set = load_training_set(settings)
+    training_set = debiased(load_training_set(settings), settings)
     reference = build_reference(training_set, champion, model_version=champion.version)
     reference.save(reference_dir(settings, champion.version))
 
@@ -60,7 +61,7 @@ def run_drill(settings: Settings, scenario: str, days: int, change_day: int = 0)
     log_root = traffic_dir(settings, run) / "predictions"
     client = InProcessRanking(champion, champion.version, log_root, settings)
     plan = TrafficPlan(days=days, scenario=get_scenario(scenario), change_day=change_day)
-    traffic = simulate_traffic(read_raw(settings.raw_dir), settings.data, plan, client)
-    traffic.save(traffic_dir(settings, run))
+    traffic = simulate_traffic(load_world(settings), settings.data, plan, client)
+    traffic.save(traffic_dir(settings, run), truth_directory=world_traffic_dir(settings, run))
     windows = monitor_traffic(settings, reference, traffic, log_root, store=ReportStore(settings))
     return DrillResult(scenario, windows, time.perf_counter() - started)

@@ -8,9 +8,9 @@ import pytest
 
 from features import aggregates
 from features.aggregates import CTR_PRIOR_MEAN, UNKNOWN_PRICE, compute_feature_tables
-from simulation.generator import generate_marketplace
 from features.training_set import WARMUP, assign_splits
 from ranklab.settings import DataSettings, SplitSettings
+from simulation.generator import generate_marketplace
 
 DAY0 = pd.Timestamp("2026-01-01", tz="UTC")
 

@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulation.click_model import REGIONS, ClickModel
 from features.events import contract_view, read_raw, write_raw
+from ranklab.schema import RAW_TABLES
+from ranklab.settings import DataSettings
+from simulation.click_model import REGIONS, ClickModel
 from simulation.generator import (
     generate_marketplace,
     scaled_sizes,
     summarize,
     window,
 )
-from ranklab.schema import RAW_TABLES
-from ranklab.settings import DataSettings
 
 SMALL = DataSettings(scale=0.2)  # 400 users, 200 items, 1200 sessions: well under a second
 
@@ -211,7 +211,9 @@ def test_raw_tables_round_trip_through_parquet(tables, tmp_path):
     # Only the contract's columns are written and read back: the world keeps its truth.
     for name in RAW_TABLES:
         pd.testing.assert_frame_equal(back[name], contract_view(tables)[name])
-    assert not any(c.startswith(("true_", "latent_", "expected_")) for t in back.values() for c in t)
+    assert not any(
+        c.startswith(("true_", "latent_", "expected_")) for t in back.values() for c in t
+    )
 
 
 def test_write_raw_refuses_an_incomplete_set_before_writing(tables, tmp_path):

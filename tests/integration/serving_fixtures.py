@@ -36,7 +36,6 @@ import pandas as pd
 import pytest
 
 from features import aggregates
-from simulation.generator import generate_marketplace
 from features.store import apply_definitions, materialize
 from features.training_set import build_training_set
 from models.evaluation import evaluate
@@ -47,6 +46,7 @@ from ranklab.schema import DEVICE, TrainingSet
 from ranklab.settings import DataSettings, Settings
 from serving.launch import server_command, server_env
 from serving.runtime import model_cache_dir
+from simulation.generator import generate_marketplace
 
 # A tenth of the default marketplace over 28 days: 7 warm-up, 7 train, 7 valid, 7 test days.
 TINY_DATA = DataSettings(scale=0.1, n_days=28)

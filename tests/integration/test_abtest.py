@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 
 from features import aggregates
-from simulation.generator import generate_marketplace
 from features.store import apply_definitions
 from features.training_set import build_training_set
 from models import experiment, train
@@ -23,15 +22,16 @@ from models.registry import Lineage, Registry
 from monitoring.abtest.interleaving import interleaving_result
 from monitoring.abtest.readout import ReadoutConfig, read_out
 from monitoring.abtest.report import log_to_mlflow, write_report
+from ranklab.settings import DataSettings, Settings
+from serving.experiment import Arm, ExperimentConfig, bucket
 from simulation.abtest import (
     ArmModel,
     reassigned,
     simulate_experiment,
     simulate_interleaving,
 )
+from simulation.generator import generate_marketplace
 from simulation.traffic import TrafficPlan
-from ranklab.settings import DataSettings, Settings
-from serving.experiment import Arm, ExperimentConfig, bucket
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,7 +13,6 @@ from feast import FeatureStore
 
 from features import aggregates, store
 from features.feature_repo.feature_services import RANKER_V1
-from simulation.generator import generate_marketplace
 from features.training_set import (
     build_training_set,
     historical_features,
@@ -22,6 +21,7 @@ from features.training_set import (
 )
 from ranklab import schema
 from ranklab.settings import DataSettings, Settings, get_settings
+from simulation.generator import generate_marketplace
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ import subprocess
 
 import pytest
 
+from cli import labs
 from features.training_set import FRAME_FILE, load_training_set
 from models.pyfunc import score
 from models.registry import Registry
-from cli import labs
 from ranklab.settings import DataSettings, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -15,18 +15,19 @@ import pandas as pd
 import pytest
 
 from features import aggregates
-from simulation.generator import generate_marketplace, window
 from features.store import apply_definitions, feature_store, online_features
 from features.training_set import build_training_set
 from models import train
-from simulation.clients import InProcessRanking, SnapshotFeatures, online_store_refresh
+from models.debiasing import debiased
 from monitoring.monitor import monitor_traffic
 from monitoring.reference import build_reference
 from monitoring.reports import ReportStore
-from simulation.scenarios import get_scenario
-from simulation.traffic import RankingRequest, TrafficPlan, simulate_traffic, traffic_dir
 from ranklab import schema
 from ranklab.settings import DataSettings, Settings
+from simulation.clients import InProcessRanking, SnapshotFeatures, online_store_refresh
+from simulation.generator import generate_marketplace, window
+from simulation.scenarios import get_scenario
+from simulation.traffic import RankingRequest, TrafficPlan, simulate_traffic, traffic_dir
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def world(tmp_path_factory):
     # the promoted candidate (the debiased PyTorch ranker).
     model = train.build_models(training_set, seed=0, progress=False)[train.POINTWISE]
     model.fit(training_set.part("train"))
-    reference = build_reference(training_set, model, model_version="1")
+    reference = build_reference(debiased(training_set, settings), model, model_version="1")
     return settings, tables, training_set, model, reference
 
 

@@ -12,13 +12,13 @@ import pytest
 from serving_fixtures import API_KEY, TINY_DATA, RunningServer, build_serving_state
 
 from features import aggregates
-from simulation.generator import generate_marketplace
 from features.store import feature_store
-from simulation.clients import HttpRanking, SnapshotFeatures, online_store_refresh
-from simulation.traffic import RankingRequest, TrafficPlan, simulate_traffic
 from monitoring.windows import candidate_rows
 from ranklab import schema
 from serving.prediction_log import read_predictions
+from simulation.clients import HttpRanking, SnapshotFeatures, online_store_refresh
+from simulation.generator import generate_marketplace
+from simulation.traffic import RankingRequest, TrafficPlan, simulate_traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,20 +9,22 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from simulation.generator import generate_marketplace
 from features.training_set import load_training_set
+from models.debiasing import debiased
 from models.registry import Registry
-from monitoring.alerts import ALERTS_FILE, Alert, FailedCheck, alerts_dir, read_alerts
-from simulation.clients import InProcessRanking
 from models.scorers import RegisteredScorer
+from monitoring.alerts import ALERTS_FILE, Alert, FailedCheck, alerts_dir, read_alerts
 from monitoring.monitor import served_days, served_dir, service_log_root
 from monitoring.reference import build_reference, reference_dir
-from simulation.scenarios import get_scenario
-from simulation.traffic import TrafficPlan, simulate_traffic
 from pipelines.definitions import build_definitions
 from pipelines.defs.monitoring_assets import served_days as served_days_partitions
 from pipelines.defs.sensors import retrain_run_config
 from ranklab.settings import DataSettings, Settings, SplitSettings
+from simulation.clients import InProcessRanking
+from simulation.generator import generate_marketplace
+from simulation.scenarios import get_scenario
+from simulation.traffic import TrafficPlan, simulate_traffic
+from simulation.world import publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,6 +66,7 @@ def served(tmp_path_factory):
     settings = Settings(state_dir=tmp_path_factory.mktemp("loop") / "state", data=DATA, split=SPLIT)
     defs = build_definitions(settings)
     with dg.DagsterInstance.ephemeral() as instance:
+        publish(settings)  # the world writes its marketplace where the pipeline reads it
         lifecycle = _execute(defs, instance, "lifecycle")
         registry = Registry(settings)
         champion = _metadata(lifecycle, "candidate_model")["version"]
@@ -72,7 +75,9 @@ def served(tmp_path_factory):
             # follows a promotion, so it promotes v1 itself and builds its reference.
             registry.promote_champion(champion, {"gate.decision": "test fixture: tiny data"})
             reference = build_reference(
-                load_training_set(settings), RegisteredScorer(registry, champion), champion
+                debiased(load_training_set(settings), settings),
+                RegisteredScorer(registry, champion),
+                champion,
             )
             reference.save(reference_dir(settings, champion))
         client = InProcessRanking(

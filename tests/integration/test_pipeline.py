@@ -6,15 +6,17 @@ import dagster as dg
 import pytest
 
 from features.events import write_raw
-from simulation.generator import generate_marketplace
 from models.registry import Registry
 from pipelines.definitions import build_definitions
 from ranklab.schema import RAW_TABLES
+from simulation.generator import generate_marketplace
+from simulation.world import publish
 
 pytestmark = pytest.mark.integration
 
 
 def _execute(settings, job: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    publish(settings)  # the world writes its marketplace where the pipeline reads it
     defs = build_definitions(settings)
     with dg.instance_for_test() as instance:
         return defs.resolve_job_def(job).execute_in_process(

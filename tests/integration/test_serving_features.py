@@ -25,9 +25,9 @@ from serving_fixtures import (  # noqa: F401 - serving_state is a fixture
 )
 
 from features import aggregates
-from simulation.generator import generate_marketplace
 from features.store import apply_definitions, feature_store, materialize, online_features
 from serving.online_features import ItemFeatureCache, MissingFeatureError, OnlineFeatureReader
+from simulation.generator import generate_marketplace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the shared state takes ~30 s to build
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cli import template
-from ranklab.settings import REPO_ROOT, get_settings
 from cli.template import STAGES, TemplateError, create_project, plan_project
+from ranklab.settings import REPO_ROOT, get_settings
 
 pytestmark = pytest.mark.integration
 

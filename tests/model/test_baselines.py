@@ -25,8 +25,8 @@ from models.train import (
     train_models,
 )
 from ranklab.schema import DEBIASED_LABEL, LABEL, SESSION_ID
-from simulation.truth import TRUE_RELEVANCE
 from ranklab.settings import get_settings
+from simulation.truth import TRUE_RELEVANCE
 
 LETOR_SAMPLE = get_settings().letor_dir  # ../shared beside the checkout, as in CI
 

@@ -28,6 +28,7 @@ TRUTH = {TRUE_RELEVANCE: "skip"}  # the grader's gain, as simulation/grading.py 
 def oracle_scores(frame: pd.DataFrame) -> np.ndarray:
     return frame[TRUE_UTILITY].to_numpy(dtype=float)
 
+
 # ---- bootstrap ----------------------------------------------------------------------------
 
 

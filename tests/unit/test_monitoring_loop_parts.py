@@ -7,16 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulation.generator import generate_marketplace
+from features.events import LEDGER_META, ledger_span
 from models.popularity import PopularityRanker
 from monitoring.alerts import Alert
-from simulation.clients import InProcessRanking
 from monitoring.monitor import day_window, days_between
-from simulation.scenarios import SilentDegradation
-from features.events import LEDGER_META, ledger_span
-from simulation.traffic import TrafficPlan, simulate_traffic
 from pipelines.defs.sensors import new_alerts, retrain_request
 from ranklab.settings import DataSettings, Settings
+from simulation.clients import InProcessRanking
+from simulation.generator import generate_marketplace
+from simulation.scenarios import SilentDegradation
+from simulation.traffic import TrafficPlan, simulate_traffic
 
 
 def _alert(alert_id: str, retrain: bool = True) -> Alert:

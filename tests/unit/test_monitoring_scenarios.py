@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from features import aggregates
+from ranklab.settings import DataSettings
 from simulation.click_model import QUALITY, ClickModel
 from simulation.generator import generate_marketplace
 from simulation.scenarios import (
@@ -19,7 +20,6 @@ from simulation.scenarios import (
     TrafficMixShift,
     get_scenario,
 )
-from ranklab.settings import DataSettings
 
 
 @pytest.fixture(scope="module")

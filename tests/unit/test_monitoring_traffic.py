@@ -7,9 +7,12 @@ import pandas as pd
 import pytest
 
 from features.aggregates import check_raw_tables
-from simulation.generator import generate_marketplace, window
 from models.popularity import PopularityRanker
+from monitoring.windows import candidate_rows
+from ranklab.settings import DataSettings, Settings
+from serving.prediction_log import read_predictions
 from simulation.clients import HttpRanking, InProcessRanking, TrafficBudgetExceeded
+from simulation.generator import generate_marketplace, window
 from simulation.scenarios import PriceInflation
 from simulation.traffic import (
     LABEL_DELAY,
@@ -18,9 +21,6 @@ from simulation.traffic import (
     TrafficPlan,
     simulate_traffic,
 )
-from monitoring.windows import candidate_rows
-from ranklab.settings import DataSettings, Settings
-from serving.prediction_log import read_predictions
 
 DATA = DataSettings(scale=0.2, n_days=28)
 
