@@ -305,6 +305,11 @@ def candidate_scores(rows: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict[
     }
     for noise in (0.0, 0.5, 1.0, 2.0, 4.0):
         scores[f"utility + noise {noise:g}"] = utility + noise * rng.standard_normal(len(test))
+    # Near rivals of the honest models that also like dear items, as a ranker fitted naively
+    # to the old ranker's clicks does: the pairs raw clicks are most tempted to misorder.
+    for lift in (0.5, 1.0):
+        noisy = utility + rng.standard_normal(len(test))
+        scores[f"utility + noise 1 + dear lift {lift:g}"] = noisy + lift * log_price
     return {name: s + 1e-6 * rng.standard_normal(len(test)) for name, s in scores.items()}
 
 
