@@ -16,8 +16,12 @@ settings plus each row's logged position, from which LightGBM >= 4.1 learns one 
 per position, "unbiased LambdaMART", Hu et al., WWW 2019); on LETOR, which has no positions,
 it is skipped and the report says so. Per-session metrics on the test split are averaged
 over seeds, so the intervals (95% bootstrap over sessions) describe the training recipe, not
-one lucky seed. On generated data, the oracle (ranking by the true utility) is joined by two
-diagnostic ceilings, ``truth_ceilings``, that say how much of the oracle is reachable at all.
+one lucky seed. On generated data the benchmark is a grader: it joins the world's ground
+truth to the test rows (the models never see it) and adds the honest oracle (ranking by the
+noise-free expected utility: what a model knowing every latent could do), the noisy oracle
+beside it (ranking by the realised utility, which knows the dice), and a diagnostic ceiling,
+``ceiling_features`` (LambdaMART fitted to the true grades), that says how much of the
+oracle these features can reach at all. "Of oracle" is against the noise-free one.
 The markdown table is printed and written to
 ``<reports>/benchmarks/quality.md``. LightGBM is a benchmark-only dependency.
 """
@@ -33,35 +37,32 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.evaluation import (
-    bootstrap_ci,
-    evaluate,
-    has_truth,
-    oracle_scores,
-    paired_bootstrap_diff,
-)
+from models.evaluation import bootstrap_ci, evaluate, paired_bootstrap_diff
 from models.metrics import PRIMARY_METRIC
 from models.train import RANKER_IPW, RANKER_NAIVE, train_models
 from ranklab.io import write_text
 from ranklab.schema import (
-    DEVICE,
     ITEM_ID,
     LABEL,
     POSITION,
-    QUERY_CATEGORY,
-    REGION,
     SESSION_ID,
-    TRUE_RELEVANCE,
-    USER_ID,
     TrainingSet,
 )
 from ranklab.settings import DataSettings, Settings, get_settings
+from simulation.truth import EXPECTED_UTILITY, TRUE_RELEVANCE, TRUE_UTILITY
 
 DEFAULT_LETOR_DIR = get_settings().letor_dir  # ../shared beside the checkout, as in CI
 PEER = "lightgbm_lambdamart"
 PEER_DEBIASED = "lightgbm_lambdamart_debiased"
-ORACLE = "oracle"
-NOT_TRAINED = (ORACLE, "ceiling_features", "ceiling_latents")
+ORACLE = "oracle (noise-free)"
+NOISY_ORACLE = "oracle (knows the noise)"
+NOT_TRAINED = (ORACLE, NOISY_ORACLE, "ceiling_features")
+TRUTH = {TRUE_RELEVANCE: "skip"}  # the grader's gain beside the system's own
+
+
+def has_truth(frame: pd.DataFrame) -> bool:
+    """Whether the grader joined the world's truth to these rows (never for real data)."""
+    return TRUE_RELEVANCE in frame.columns
 
 
 # ---- the peer --------------------------------------------------------------------------------
@@ -176,8 +177,12 @@ def benchmark(
             debiased = LambdaMart(ts.feature_columns, seed, debias_position=True)
             debiased.fit(ts.part("train"), ts.part("valid"))
             trained[PEER_DEBIASED] = (debiased, time.perf_counter() - started)
+        extra = TRUTH if has_truth(test) else None
         for name, (model, seconds) in trained.items():
-            evaluation = evaluate(test, model.predict(test), name, [], seed=seed, n_boot=n_boot)
+            scores = model.predict(test)
+            evaluation = evaluate(
+                test, scores, name, [], seed=seed, n_boot=n_boot, extra_gains=extra
+            )
             runs.setdefault(name, []).append(evaluation.per_session)
             results.setdefault(name, ModelResult()).fit_seconds.append(seconds)
     for name, per_seed in runs.items():
@@ -185,35 +190,24 @@ def benchmark(
             gain: sum(run[gain] for run in per_seed) / len(per_seed) for gain in per_seed[0]
         }
     if has_truth(test):
-        oracle = evaluate(test, oracle_scores(test), ORACLE, [], seed=0, n_boot=n_boot)
-        results[ORACLE] = ModelResult(oracle.per_session, [0.0])
+        for name, column in ((ORACLE, EXPECTED_UTILITY), (NOISY_ORACLE, TRUE_UTILITY)):
+            scores = test[column].to_numpy(dtype=float)
+            oracle = evaluate(test, scores, name, [], seed=0, n_boot=n_boot, extra_gains=TRUTH)
+            results[name] = ModelResult(oracle.per_session, [0.0])
     return results
 
 
-def truth_ceilings(ts: TrainingSet, data: DataSettings, n_boot: int) -> dict[str, ModelResult]:
-    """How close to the oracle any model could get: two diagnostics that cheat on purpose.
-
-    - ``ceiling_features``: LambdaMART fitted to the true grades. What these features can
-      explain when the label is the truth itself, free of clicks and position bias.
-    - ``ceiling_latents``: the expected utility, from the generator's latent tastes and
-      qualities, without the per-impression noise. No model sees latents; it bounds even
-      a perfect feature set.
-    """
-    from simulation.click_model import ClickModel
-    from simulation.generator import generate_marketplace
-
+def truth_ceilings(ts: TrainingSet, n_boot: int) -> dict[str, ModelResult]:
+    """``ceiling_features``: LambdaMART fitted to the true grades, a diagnostic that cheats on
+    purpose: what these features can explain when the label is the truth itself, free of
+    clicks and position bias."""
     test = ts.part("test")
     fitted_to_truth = LambdaMart(ts.feature_columns, seed=0, label=TRUE_RELEVANCE)
-    scores = {"ceiling_features": fitted_to_truth.fit(ts.part("train")).predict(test)}
-    tables = generate_marketplace(data)  # the same seed: the same latents
-    users = tables["users"].set_index(USER_ID).loc[test[USER_ID]].reset_index(drop=True)
-    items = tables["items"].set_index(ITEM_ID).loc[test[ITEM_ID]].reset_index(drop=True)
-    context = test[[DEVICE, REGION, QUERY_CATEGORY]].reset_index(drop=True)
-    scores["ceiling_latents"] = ClickModel().true_utility(users, items, context, rng=None)
-    return {
-        name: ModelResult(evaluate(test, s, name, [], seed=0, n_boot=n_boot).per_session, [0.0])
-        for name, s in scores.items()
-    }
+    scores = fitted_to_truth.fit(ts.part("train")).predict(test)
+    evaluation = evaluate(
+        test, scores, "ceiling_features", [], seed=0, n_boot=n_boot, extra_gains=TRUTH
+    )
+    return {"ceiling_features": ModelResult(evaluation.per_session, [0.0])}
 
 
 def markdown_table(results: dict[str, ModelResult], n_boot: int) -> str:
@@ -271,25 +265,30 @@ def _cell(result: ModelResult, gain: str, metric: str, n_boot: int) -> str:
 
 
 def generated_training_set(settings: Settings, data: DataSettings, rebuild: bool) -> TrainingSet:
-    """The marketplace of ``data``, through the real Feast path, cached on disk."""
+    """The marketplace of ``data``, through the real Feast path (cached on disk), debiased as
+    the pipeline does it, with the world's truth joined for grading."""
     # Imported here: Feast and the generator are only needed for this half of the benchmark.
     from features import aggregates
     from features.store import apply_definitions
     from features.training_set import build_training_set, load_training_set, save_training_set
+    from models.debiasing import debiased
     from simulation.generator import generate_marketplace
 
     own = settings.model_copy(
         update={"state_dir": settings.root / "benchmarks" / f"scale_{data.scale:g}", "data": data}
     )
-    if not rebuild:
-        try:
-            return load_training_set(own)
-        except FileNotFoundError:
-            pass
     tables = generate_marketplace(own.data)
-    aggregates.write_feature_tables(aggregates.compute_feature_tables(tables), own)
-    ts = build_training_set(own, tables, apply_definitions(own))
-    save_training_set(ts, own)
+    cached = own.training_dir.is_dir() and not rebuild
+    ts = load_training_set(own) if cached else None
+    if ts is None:
+        aggregates.write_feature_tables(aggregates.compute_feature_tables(tables), own)
+        ts = build_training_set(own, tables, apply_definitions(own))
+        save_training_set(ts, own)
+    ts = debiased(ts, own)
+    truth = tables["impressions"][
+        [SESSION_ID, ITEM_ID, TRUE_RELEVANCE, TRUE_UTILITY, EXPECTED_UTILITY]
+    ]
+    ts.frame = ts.frame.merge(truth, on=[SESSION_ID, ITEM_ID], how="left", validate="one_to_one")
     return ts
 
 
@@ -314,7 +313,7 @@ def section(
     sizes = {s: int(ts.part(s)[SESSION_ID].nunique()) for s in ("train", "valid", "test")}
     results = benchmark(ts, seeds, n_boot, progress)
     if data is not None:
-        results |= truth_ceilings(ts, data, n_boot)
+        results |= truth_ceilings(ts, n_boot)
     note = debiased_peer_note(ts)
     return "\n".join(
         [

@@ -14,6 +14,7 @@ from features import aggregates
 from features.store import apply_definitions
 from features.training_set import build_training_set
 from models import train
+from models.debiasing import debiased
 from ranklab.schema import TrainingSet
 from ranklab.settings import DataSettings, Settings
 from simulation.generator import generate_marketplace
@@ -25,7 +26,7 @@ class TrainingWorld:
     tables: dict[str, pd.DataFrame]
     training_set: TrainingSet
     models: dict[str, object]  # unfitted, by name
-    candidate: str  # the name the pipeline would register
+    candidate: str  # the ranker the benchmarks serve: the position-debiased one
     seconds: float
 
     def fit(self, name: str) -> object:
@@ -41,12 +42,13 @@ def build_training_world(state: Path, scale: float, seed: int) -> TrainingWorld:
     tables = generate_marketplace(settings.data)
     aggregates.write_feature_tables(aggregates.compute_feature_tables(tables), settings)
     training_set = build_training_set(settings, tables, apply_definitions(settings))
+    training_set = debiased(training_set, settings)  # as the pipeline's debiased_training_data
     models = train.build_models(training_set, seed=seed, progress=False)
     return TrainingWorld(
         settings,
         tables,
         training_set,
         models,
-        train.candidate_name(models),
+        train.RANKER_IPW if train.RANKER_IPW in models else train.RANKER_NAIVE,
         time.perf_counter() - started,
     )
