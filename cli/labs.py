@@ -9,9 +9,9 @@ A lab starts from two things, and restoring puts both back:
   where re-running the pipeline takes a minute). The copy is built in the state folder itself
   because MLflow and Feast record absolute paths: a copy restored where it was made stays valid.
 - **the code, without half-done lab edits**: labs change files (a leaky feature, a worse
-  model); their solutions are patches beside the lab text (``NN-slug.patch``). Restoring
-  checks out every file any lab touches, after refusing to discard a participant's edits
-  unless ``force`` is given.
+  model, a gate that decides on raw clicks); their solutions are patches beside the lab text
+  (``NN-slug.patch``). Restoring checks out every file any lab touches, after refusing to
+  discard a participant's edits unless ``force`` is given.
 
 Everything is checked before anything is changed: an unknown lab or unsaved edits leave both
 the state and the code as they were.
@@ -73,6 +73,8 @@ LABS: tuple[Lab, ...] = (
         ("models/train.py",)),
     Lab(4, "broken-feature", "Break a feature upstream and follow the alert", "trained"),
     Lab(5, "underpowered-ab", "Run an underpowered A/B test and read it honestly", "trained"),
+    Lab(6, "position-bias", "Decide on raw clicks and watch the naive ranker win the wrong way",
+        "trained", ("models/evaluation.py",)),
 )  # fmt: skip
 
 

@@ -89,8 +89,25 @@ def candidate_rows(predictions: pd.DataFrame, requests: pd.DataFrame | None = No
     rows[schema.ITEM_ID] = np.concatenate(predictions["candidates"].to_list())
     rows[SCORE] = np.concatenate(predictions["scores"].to_list()).astype(float)
     rows[schema.POSITION] = _positions(rows[SCORE].to_numpy(), sizes)
+    _shown_positions(rows, predictions, sizes)
     features = _feature_matrix(predictions, sizes)
     return pd.concat([rows, features], axis=1)
+
+
+def _shown_positions(rows: pd.DataFrame, predictions: pd.DataFrame, sizes: np.ndarray) -> None:
+    """Where the randomisation intervention shuffled a request's top positions, the position
+    shown is the logged ``shown_order``'s, not the rank of the score (in place)."""
+    if "shown_order" not in predictions.columns:
+        return
+    offsets = np.cumsum(sizes) - sizes
+    for row in np.flatnonzero(predictions["shown_order"].notna().to_numpy()):
+        shown = {int(item): p for p, item in enumerate(predictions["shown_order"].iat[row], 1)}
+        block = slice(offsets[row], offsets[row] + sizes[row])
+        items = rows[schema.ITEM_ID].to_numpy()[block]
+        current = rows[schema.POSITION].to_numpy()[block]
+        rows.loc[rows.index[block], schema.POSITION] = [
+            shown.get(int(i), int(c)) for i, c in zip(items, current, strict=True)
+        ]
 
 
 def _positions(scores: np.ndarray, sizes: np.ndarray) -> np.ndarray:

@@ -67,6 +67,10 @@ class PredictionRecord:
     features: np.ndarray | None = None  # float64 (n_candidates, n_features); None: not read
     experiment: str | None = None  # the A/B experiment's name; None: no experiment ran
     experiment_arm: str | None = None  # the exposure record: the arm that served this user
+    # The randomisation intervention (serving/randomization.py): how many top positions were
+    # shuffled (0: none) and, when they were, the order shown (item ids, best slot first).
+    randomized_top_k: int = 0
+    shown_order: np.ndarray | None = None
 
 
 SCHEMA = pa.schema(
@@ -90,6 +94,8 @@ SCHEMA = pa.schema(
         ("experiment_arm", pa.string()),
         ("feature_names", pa.list_(pa.string())),
         ("features", pa.list_(pa.list_(pa.float64()))),
+        ("randomized_top_k", pa.int32()),
+        ("shown_order", pa.list_(pa.int64())),
     ]
 )
 _DICTIONARY_COLUMNS = (
@@ -115,6 +121,7 @@ _SCALAR_FIELDS = (
     "cold_user",
     "experiment",
     "experiment_arm",
+    "randomized_top_k",
 )
 
 
@@ -248,6 +255,10 @@ def to_table(records: Sequence[PredictionRecord]) -> pa.Table:
         [list(r.feature_names) for r in records], type=pa.list_(pa.string())
     )
     columns["features"] = _matrices([r.features for r in records])
+    columns["shown_order"] = pa.array(
+        [None if r.shown_order is None else r.shown_order.tolist() for r in records],
+        type=pa.list_(pa.int64()),
+    )
     return pa.table([columns[f.name] for f in SCHEMA], schema=SCHEMA)
 
 

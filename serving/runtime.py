@@ -41,6 +41,7 @@ from serving.fallback import PopularityFallback
 from serving.metrics import ServingMetrics
 from serving.online_features import ItemFeatureCache, OnlineFeatureReader
 from serving.prediction_log import PredictionLog, PredictionRecord
+from serving.randomization import Randomization
 from serving.ranking import RankingEngine, Scored, top_k
 from serving.schemas import ColdStart, RankedItem, RankingContext, RankResponse
 
@@ -67,8 +68,10 @@ class RankingRuntime:
         metrics: ServingMetrics,
         log: PredictionLog,
         experiments: ExperimentRouter,
+        randomization: Randomization | None = None,
     ) -> None:
         self.engine = engine
+        self.randomization = randomization or Randomization(share=0.0, top_k=10)
         self.experiments = experiments
         self.champion = champion
         self.popularity = popularity
@@ -102,7 +105,8 @@ class RankingRuntime:
             model_timeout_s=serving.model_timeout_ms / 1e3,
         )
         _warm_item_cache(reader, popularity.item_ids[: serving.item_cache_max_items])
-        runtime = cls(engine, champion, popularity, metrics, log, experiments)
+        randomization = Randomization(serving.randomized_share, serving.randomized_top_k)
+        runtime = cls(engine, champion, popularity, metrics, log, experiments, randomization)
         background = [
             champion.poll,
             experiments.refresh,
@@ -122,10 +126,12 @@ class RankingRuntime:
         scored = await self.engine.score(
             user_id, context.query_category, candidates, exposure.holder
         )
+        request_id = uuid.uuid4().hex
         best = top_k(scored.scores, len(candidates) if k is None else k)
+        best, randomized = self.randomization.apply(request_id, best)
         cold = _cold_start(scored)
         response = RankResponse(
-            request_id=uuid.uuid4().hex,
+            request_id=request_id,
             items=_ranked_items(candidates, scored.scores, best),
             model_name=scored.model_name,
             model_version=scored.model_version,
@@ -133,6 +139,7 @@ class RankingRuntime:
             cold_start=cold,
             experiment=exposure.experiment,
             experiment_arm=exposure.arm,
+            randomized_top_k=randomized,
         )
         latency = time.perf_counter() - started
         self.metrics.observe_request(scored.served_by, scored.reason, latency)
@@ -315,6 +322,12 @@ def _record(
         served_by=scored.served_by,
         experiment=response.experiment,
         experiment_arm=response.experiment_arm,
+        randomized_top_k=response.randomized_top_k,
+        shown_order=(
+            np.array([item["item_id"] for item in response.items], dtype=np.int64)
+            if response.randomized_top_k
+            else None
+        ),
         latency_ms=latency_s * 1e3,
         cold_user=bool(features and features.cold_user),
         cold_items=[] if features is None else features.cold_items,

@@ -112,3 +112,8 @@ class RankResponse(BaseModel):
         description="The user's arm in that experiment (its model scored the request, or its "
         "fallback); null when no experiment ran.",
     )
+    randomized_top_k: int = Field(
+        0,
+        description="How many of the top positions were shown in a random order (the "
+        "position-bias intervention, serving/randomization.py); 0 when none were.",
+    )

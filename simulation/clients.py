@@ -294,11 +294,22 @@ class HttpRanking:
         response.raise_for_status()
         body = response.json()
         self.sent.append(body["request_id"])
+        items = body["items"]
+        order = np.array([item["item_id"] for item in items], dtype=np.int64)
+        randomized = int(body.get("randomized_top_k", 0))
+        # The model's own order is the order of its scores; the shown one may be shuffled.
+        by_score = sorted(items, key=lambda item: -item["score"])
         return ServedRanking(
             request_id=body["request_id"],
-            order=np.array([item["item_id"] for item in body["items"]], dtype=np.int64),
+            order=order,
             served_by=body["served_by"],
             model_version=str(body["model_version"]),
+            randomized_top_k=randomized,
+            policy_order=(
+                np.array([item["item_id"] for item in by_score], dtype=np.int64)
+                if randomized
+                else None
+            ),
         )
 
     def close(self) -> None:

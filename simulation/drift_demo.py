@@ -72,6 +72,9 @@ class Server:
 
 
 @contextmanager
+DEMO_RANDOMIZED_SHARE = 0.1
+
+
 def running_server(settings: Settings, port: int, log_path: Path) -> Iterator[Server]:
     """``bentoml serve`` over ``settings``' state on 127.0.0.1:``port``, stopped with SIGTERM
     (the graceful path that flushes the prediction log)."""
@@ -85,6 +88,9 @@ def running_server(settings: Settings, port: int, log_path: Path) -> Iterator[Se
                 RANKLAB_SERVING__ITEM_CACHE_TTL_SECONDS="0",
                 RANKLAB_SERVING__LOG_FLUSH_SECONDS="0.5",
                 RANKLAB_SERVING__CHAMPION_POLL_SECONDS="1",
+                # The position-bias intervention on a tenth of the requests: the served days
+                # a retraining run adds carry randomised sessions of their own.
+                RANKLAB_SERVING__RANDOMIZED_SHARE=str(DEMO_RANDOMIZED_SHARE),
             ),
             stdout=log,
             stderr=subprocess.STDOUT,

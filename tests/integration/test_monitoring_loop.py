@@ -221,7 +221,7 @@ def test_a_retraining_run_over_served_traffic_registers_a_version_judged_on_serv
     )
 
     raw = _metadata(run, "raw_events")
-    assert raw["source"] == "generator+served"
+    assert raw["source"] == "simulation+served"
     assert raw["served.requests"] == len(traffic.requests)
     assert raw["rows.sessions"] == len(generate_marketplace(DATA)["sessions"]) + len(
         traffic.requests

@@ -26,7 +26,7 @@ from models.gate import (
     judge,
 )
 from models.model_card import TrainingSummary, render_model_card
-from ranklab.schema import DEVICE, LABEL, REGION, SESSION_ID, SPLIT, TrainingSet
+from ranklab.schema import DEBIASED_LABEL, DEVICE, LABEL, REGION, SESSION_ID, SPLIT, TrainingSet
 
 N_SESSIONS = 600
 CONFIG = GateConfig(n_boot=500)
@@ -338,3 +338,52 @@ def test_latency_budget_judges_the_models_cpu_cost_not_the_machines_load(
     check = _latency_check(_CostlyModel(cpu_ms, sleep_ms), batch, config)
     assert check.passed is passes, check.detail
     assert "ms CPU" in check.detail and "ms wall" in check.detail
+
+
+# ---- confounded logs: the debiased metric decides, not the raw clicks ---------------------------
+
+
+def _judged_on(frame: pd.DataFrame, candidate, champion, baseline, gain: str) -> dict[str, bool]:
+    """The gate's statistical checks of ``candidate`` vs ``champion``, on ``gain``."""
+    from models.evaluation import session_metrics
+
+    def per_session(scores) -> pd.Series:
+        return session_metrics(frame, scores, gain, "skip")["ndcg@10"]
+
+    attributes = frame.groupby(SESSION_ID)[[DEVICE]].first()
+    checks = judge(
+        per_session(candidate),
+        per_session(baseline),
+        per_session(champion),
+        attributes,
+        GateConfig(n_boot=500, gain=gain),
+    )
+    return {c.name: c.passed for c in checks}
+
+
+def test_on_confounded_logs_the_gate_refuses_the_model_that_copies_the_old_ranker(
+    click_training_set,
+):
+    """The old ranker ordered slates by ``logged_score``, mostly noise; a model that learned
+    "what was on top gets clicked" wins on raw clicks, loses on the truth. Judged on the
+    debiased label (SNIPS DCG@10 on label_ipw) the gate sees it."""
+    from models.evaluation import session_metrics
+    from simulation.truth import TRUE_RELEVANCE
+
+    frame = click_training_set(n_sessions=4000, seed=11).frame
+    copies_old_ranker = frame["logged_score"].to_numpy()
+    ranks_by_quality = frame["quality_signal"].to_numpy()
+    baseline = np.zeros(len(frame))
+
+    def truth(scores) -> float:
+        return session_metrics(frame, scores, TRUE_RELEVANCE, "skip")["ndcg@10"].mean()
+
+    assert truth(ranks_by_quality) > truth(copies_old_ranker) + 0.05  # the world's verdict
+
+    debiased = _judged_on(frame, copies_old_ranker, ranks_by_quality, baseline, DEBIASED_LABEL)
+    assert not debiased["no_loss_vs_champion"] and not debiased["min_gain_vs_champion"]
+    promoted = _judged_on(frame, ranks_by_quality, copies_old_ranker, baseline, DEBIASED_LABEL)
+    assert promoted["min_gain_vs_champion"] and promoted["beats_baseline"]
+    # The trap the debiasing avoids: on the raw clicks the copier is not refused.
+    raw = _judged_on(frame, copies_old_ranker, ranks_by_quality, baseline, LABEL)
+    assert raw["no_loss_vs_champion"]
