@@ -71,10 +71,10 @@ class Server:
         raise TimeoutError(f"the service did not serve v{version} within {timeout_s:.0f} s")
 
 
+DEMO_RANDOMIZED_SHARE = 0.1  # of the demo service's requests: the intervention's share
+
+
 @contextmanager
-DEMO_RANDOMIZED_SHARE = 0.1
-
-
 def running_server(settings: Settings, port: int, log_path: Path) -> Iterator[Server]:
     """``bentoml serve`` over ``settings``' state on 127.0.0.1:``port``, stopped with SIGTERM
     (the graceful path that flushes the prediction log)."""
