@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 Decision = Literal["champion", "challenger", "rejected"]
 # Checks that say the model is unfit to serve at all, whatever the champion does.
 HARD_CHECKS = ("beats_baseline", "artifact_scores", "latency_budget")
+# The report's folder in the version's MLflow run (the model card has its own:
+# models.model_card.MODEL_CARD_ARTIFACTS; both files are named ranker-v<N>.md).
+GATE_ARTIFACTS = "gate"
 
 
 class GateError(RuntimeError):
@@ -466,7 +469,8 @@ def _record(registry: Registry, decision: GateDecision) -> None:
         registry.tag_version(decision.version, tags)
     if decision.decision == CHALLENGER:
         registry.set_alias(CHALLENGER, decision.version)
-    registry.log_artifacts(registry.version(decision.version).run_id, [report, record], "gate")
+    run_id = registry.version(decision.version).run_id
+    registry.log_artifacts(run_id, [report, record], GATE_ARTIFACTS)
     log = logger.info if decision.promoted and not decision.forced else logger.warning
     log("gate: %s", decision.summary())
     for check in decision.failures:

@@ -118,6 +118,29 @@ class ServingSettings(_Section):
     )
 
 
+class PrivacySettings(_Section):
+    """Personal data the system stores beyond a request (``ranklab/privacy.py``,
+    ``docs/data-governance.md``)."""
+
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="Key of the keyed hash (HMAC-SHA256) that replaces user ids wherever they "
+        "are stored (the prediction log, monitoring outputs). Set it with "
+        "RANKLAB_PRIVACY__PSEUDONYM_KEY (at least 32 characters); never commit it. Unset, the "
+        "local profile generates a development key into <state>/secrets/pseudonym.key; the "
+        "services profile refuses to start without one.",
+    )
+    retention_days: int = Field(
+        30,
+        gt=0,
+        description="Days of prediction-log and monitoring partitions kept; the Dagster "
+        "schedule `retention_schedule` deletes older ones.",
+    )
+    retention_cron: str = Field(
+        "15 3 * * *", description="When the retention schedule runs (cron, UTC)."
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable in ranklab. Frozen: derive a changed copy with ``model_copy``."""
 
@@ -142,6 +165,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     # ---- derived locations (pure functions of state_dir; nothing is created here) ----
     @property

@@ -7,7 +7,9 @@
 - ``ranklab_served_model_info{model_name,version,source}``: 1 for the model in use.
 - ``ranklab_model_loads_total{outcome}``: champion versions loaded, refused, or whose
   download failed (tried again at the next poll).
-- ``ranklab_prediction_log_rows_written_total`` and ``ranklab_prediction_log_pending``.
+- ``ranklab_prediction_log_rows_written_total`` (compacted into Parquet),
+  ``ranklab_prediction_log_pending`` (in the write-ahead files) and
+  ``ranklab_prediction_log_lost_total`` (answered, but the row could not be written).
 - ``ranklab_experiment_requests_total{experiment,arm,served_by}``: requests by A/B arm.
 
 ``prometheus_client`` is imported when ``ServingMetrics`` is built, not when this module is
@@ -80,9 +82,14 @@ class ServingMetrics:
             "Prediction-log rows written to disk.",
             registry=registry,
         )
+        self.log_rows_lost = Counter(
+            "ranklab_prediction_log_lost",
+            "Requests answered whose prediction-log row could not be written (a full disk).",
+            registry=registry,
+        )
         self.log_pending = Gauge(
             "ranklab_prediction_log_pending",
-            "Prediction-log rows queued and not yet on disk.",
+            "Prediction-log rows in the write-ahead files, not yet compacted into Parquet.",
             multiprocess_mode="livesum",
             registry=registry,
         )

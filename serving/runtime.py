@@ -27,6 +27,7 @@ from pydantic import TypeAdapter
 from features.feature_repo.feature_services import RANKER_V1
 from features.store import FEATURE_DEFAULTS, feature_store
 from models.registry import Registry
+from ranklab.privacy import pseudonymiser_for
 from ranklab.settings import Settings
 from serving.arms import ExperimentRouter, arm_holder_factory
 from serving.champion import (
@@ -93,6 +94,7 @@ class RankingRuntime:
             flush_seconds=serving.log_flush_seconds,
             flush_rows=serving.log_flush_rows,
             on_written=metrics.log_rows_written.inc,
+            pseudonymiser=pseudonymiser_for(settings),
         ).start()
         engine = RankingEngine(
             reader,
@@ -140,8 +142,20 @@ class RankingRuntime:
             self.metrics.observe_exposure(exposure.experiment, exposure.arm, scored.served_by)
         if cold is not None:
             self.metrics.observe_cold_start(cold.user, len(cold.items))
-        self.log.append(_record(response, received, user_id, context, candidates, scored, latency))
+        self._log(_record(response, received, user_id, context, candidates, scored, latency))
         return response
+
+    def _log(self, record: PredictionRecord) -> None:
+        """Write the row before the response leaves (the WAL: it survives a killed worker).
+
+        A WAL that cannot be written (a full disk) does not fail the request: the answer is
+        sent unlogged and counted (``ranklab_prediction_log_lost_total``, an alert).
+        """
+        try:
+            self.log.append(record)
+        except OSError:
+            logger.exception("prediction log: request %s answered unlogged", record.request_id)
+            self.metrics.log_rows_lost.inc()
 
     # ---- operations ----
     async def readiness(self) -> Readiness:

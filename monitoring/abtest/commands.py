@@ -43,6 +43,7 @@ from monitoring.abtest.simulation import ArmModel, simulate_experiment
 from monitoring.drill import RegisteredScorer
 from monitoring.traffic import Traffic, TrafficPlan, traffic_dir
 from ranklab.io import write_parquet
+from ranklab.privacy import pseudonymiser_for
 from ranklab.settings import Settings
 from serving.arms import resolve_arms
 from serving.experiment import (
@@ -185,7 +186,9 @@ def readout(
         )
         out_dir = settings.reports_dir / "abtest" / name
     tables = read_raw(settings.raw_dir)
-    covariates = pre_period_activity(tables, before=exposures["ts"].min())
+    covariates = pre_period_activity(
+        tables, before=exposures["ts"].min(), pseudonymiser=pseudonymiser_for(settings)
+    )
     readout_config = _readout_config(config, metric, cuped)
     result, files, run_id = _read_and_report(
         settings, config, exposures, covariates, readout_config, out_dir, log_to_registry, None
