@@ -111,10 +111,18 @@ class ServingSettings(_Section):
         200_000, gt=0, description="Items held in the feature cache at most (oldest dropped)."
     )
     log_flush_seconds: float = Field(
-        2.0, gt=0, description="How often the prediction log writes its buffered rows."
+        2.0,
+        gt=0,
+        description="How often the prediction log compacts its write-ahead files into Parquet "
+        "(rows are durable before each answer; this is when they become readable).",
     )
     log_flush_rows: int = Field(
-        5_000, gt=0, description="Rows that trigger a prediction-log write before the interval."
+        5_000, gt=0, description="Rows that trigger a compaction before the interval."
+    )
+    require_artifact_digest: bool = Field(
+        True,
+        description="Refuse a model version without the sha256 the gate records "
+        "(artifact.sha256). A version whose bytes differ from it is refused regardless.",
     )
 
 

@@ -163,7 +163,9 @@ class RankingRuntime:
         features_ok, features_note = await self.engine.features_usable()
         model = self.champion.current
         status = self.champion.status
-        degraded = model is None or status.reachable is False or bool(status.refused_versions)
+        degraded = self._degraded()
+        self.metrics.ready.set(1 if features_ok else 0)
+        self.metrics.degraded.set(1 if degraded else 0)
         detail = {
             "ready": features_ok,
             "status": "degraded" if degraded else "ok",
@@ -187,8 +189,17 @@ class RankingRuntime:
         }
         return Readiness(features_ok, detail)
 
+    def _degraded(self) -> bool:
+        status = self.champion.status
+        return (
+            self.champion.current is None
+            or status.reachable is False
+            or bool(status.refused_versions)
+        )
+
     def update_gauges(self) -> None:
         self.metrics.log_pending.set(self.log.pending)
+        self.metrics.degraded.set(1 if self._degraded() else 0)
 
     def close(self) -> None:
         """Stop polling, then write every queued prediction-log row (graceful shutdown)."""
@@ -237,6 +248,7 @@ def _follow_champion(
         Registry(settings),
         ModelDiskCache(model_cache_dir(settings)),
         check=lambda model: check_model(model, served_columns),
+        require_digest=settings.serving.require_artifact_digest,
     )
     return ChampionHolder(
         loader,
@@ -254,6 +266,7 @@ def _experiment_router(
         Registry(settings),
         model_cache_dir(settings) / "arms",  # not a "v*" folder: the champion's prune skips it
         check=lambda model: check_model(model, served_columns),
+        require_digest=settings.serving.require_artifact_digest,
     )
     return ExperimentRouter(experiment_path(settings.root), champion, make_holder)
 
