@@ -59,6 +59,11 @@ EXAMPLE_ROWS = 5  # rows of the training frame stored as the model's input examp
 # refuses a download whose digest differs (serving/champion.py).
 ARTIFACT_DIGEST_TAG = "artifact.sha256"
 MLMODEL_FILE = "MLmodel"  # marks the model's own folder inside a download
+# MLflow writes this into the model folder (the artifact store's own folder, when the store
+# is local) whenever the model is loaded by a ``models:/`` URI: its name and version, not
+# the model. It appears after the gate judged the bytes, so it is not part of the digest;
+# serving never reads it.
+REGISTERED_MODEL_META = "registered_model_meta"
 
 
 class RegistryError(RuntimeError):
@@ -351,10 +356,12 @@ def artifact_digest(folder: Path) -> str:
     """sha256 over a model folder: every file's relative path and content, in path order.
 
     A changed, added, removed or renamed file changes it; where the folder lies does not.
+    MLflow's ``registered_model_meta`` bookkeeping file is left out (see its constant).
     """
     folder = Path(folder)
     outer = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = (p for p in folder.rglob("*") if p.is_file() and p != folder / REGISTERED_MODEL_META)
+    for path in sorted(files):
         inner = hashlib.sha256()
         with open(path, "rb") as file:
             for chunk in iter(lambda: file.read(1 << 20), b""):

@@ -119,6 +119,14 @@ class ServingSettings(_Section):
     log_flush_rows: int = Field(
         5_000, gt=0, description="Rows that trigger a compaction before the interval."
     )
+    gil_switch_interval_ms: float = Field(
+        5.0,
+        gt=0,
+        le=100,
+        description="Python's GIL switch interval in each server worker (sys.setswitchinterval). "
+        "A request hops between the event loop, the feature thread and the model thread; a "
+        "thread that wants the GIL waits up to this long for the one holding it.",
+    )
     require_artifact_digest: bool = Field(
         True,
         description="Refuse a model version without the sha256 the gate records "

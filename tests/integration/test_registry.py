@@ -356,3 +356,21 @@ def test_a_training_run_records_metrics_files_and_lineage(registry, data, ranker
     assert len(tags["lineage.data_hash"]) == 16
     experiment = registry.client.get_experiment(run.info.experiment_id)
     assert experiment.artifact_location == registry.settings.mlflow_artifact_location
+
+
+def test_the_gate_records_the_digest_serving_verifies_even_after_mlflow_loads_the_model(
+    registry, data, baseline, rankers, tmp_path
+):
+    """Loading by a models:/ URI makes MLflow write a file into a local store's model folder;
+    the champion must still verify (it did not, before that file was left out)."""
+    from serving.champion import ChampionLoader, ModelDiskCache
+
+    logged, evaluation = register(registry, data, rankers["full"])
+    gate(registry, data, baseline, logged, evaluation)
+    registry.load(logged.version)  # what the gate's champion comparison and the drills do
+    recorded = registry.artifact_digest(logged.version)
+
+    loader = ChampionLoader(registry, ModelDiskCache(tmp_path / "cache"), check=lambda m: None)
+    served = loader.load_version(logged.version)
+    assert recorded is not None and served.digest == recorded
+    assert served.ranker is not None and served.pyfunc is None  # the code-free form

@@ -311,3 +311,15 @@ def test_the_digest_changes_with_any_byte_or_name_but_not_the_location(tmp_path)
     (b / "artifacts" / "w.bin").write_bytes(b"\x00\x01")
     (b / "artifacts" / "w.bin").rename(b / "artifacts" / "v.bin")
     assert artifact_digest(a) != artifact_digest(b)
+
+
+def test_mlflows_registered_model_meta_file_is_not_part_of_the_digest(tmp_path):
+    """MLflow writes it into a local store's model folder whenever the model is loaded by a
+    models:/ URI, after the gate digested the folder."""
+    (tmp_path / "MLmodel").write_text("x")
+    before = artifact_digest(tmp_path)
+    (tmp_path / "registered_model_meta").write_text("model_name: ranker\nmodel_version: '1'\n")
+    assert artifact_digest(tmp_path) == before
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "registered_model_meta").write_text("not MLflow's: counted")
+    assert artifact_digest(tmp_path) != before
