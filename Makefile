@@ -38,7 +38,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
+# System tools the tests and the benchmark run: promtool (Debian's prometheus package: the
+# alert rules' unit tests) and wrk (the external load generator of benchmarks/serving.py).
+# Installed only when missing, so a second `make setup` touches nothing.
+SYSTEM_TOOLS := promtool:prometheus wrk:wrk
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
+
 setup: $(VENV)/.installed ## Create .venv and install everything (idempotent, ~3 min fresh)
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends $$missing; \
+	fi
 	@mkdir -p $(DAGSTER_HOME) && cp -n pipelines/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	@echo "ready: $(VENV) ($$($(BIN)/python -c 'import ranklab; print(ranklab.__version__)'))"
 

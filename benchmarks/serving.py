@@ -21,6 +21,9 @@ What is measured:
 - ``in-process``: the serving feature reader (cached) and the model called in a loop, no
   HTTP: the floor the service's own overhead is measured against; and Feast's SDK path
   (``features.store.online_features``, uncached) for reference;
+- ``bentoml (wrk)``: the same server and requests, measured by ``wrk`` (an external load
+  generator in C, ``benchmarks/wrk_rank.lua``) right after the row above it: a check on the
+  Python load generator's own overhead and scheduling (``--skip wrk`` leaves it out);
 - ``bentoml, baseline tree`` (with ``--baseline-tree DIR``): the same service from another
   checkout (``git worktree add /tmp/before HEAD~1``), measured right after the first, so a
   change is compared with what it replaces in one run, on the same machine state.
@@ -89,6 +92,8 @@ class Point:
     fallbacks: int = 0  # answered, but not by the champion (the service under load sheds to it)
     cpu_seconds: float = float("nan")  # the server's CPU (or the in-process loop's) over the point
     client_cpu_seconds: float = float("nan")  # the load generator's CPU over the point
+    # Percentiles reported by an external load generator (wrk), which gives no raw latencies.
+    quantiles: tuple[tuple[float, float], ...] = ()
 
     @property
     def throughput(self) -> float:
@@ -103,6 +108,8 @@ class Point:
         return 1e3 * self.client_cpu_seconds / self.requests if self.requests else float("nan")
 
     def percentile(self, q: float) -> float:
+        if self.quantiles:
+            return dict(self.quantiles)[q]
         return (
             float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else float("nan")
         )
@@ -212,6 +219,63 @@ async def measure_http(
         cpu,
         client_cpu,
     )
+
+
+WRK_SCRIPT = Path(__file__).with_name("wrk_rank.lua")
+
+
+def measure_wrk(
+    name: str,
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    seconds: float,
+    server_pid: int | None,
+    work_dir: Path,
+) -> Point:
+    """The same server, bodies and concurrency through wrk, an external load generator in C.
+
+    wrk keeps ``concurrency`` connections open and sends the next request on a connection
+    as soon as its answer arrives (closed loop, like ``closed_loop``), from
+    ``min(2, concurrency)`` threads. Its errors are socket errors, timeouts and non-200
+    answers; the Lua script (``wrk_rank.lua``) also counts fallback answers.
+    """
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise SystemExit("wrk is not installed: `make setup` installs it (or --skip wrk)")
+    body_file = work_dir / "wrk-bodies.jsonl"
+    body_file.write_bytes(b"\n".join(bodies) + b"\n")
+    command = [binary, "-t", str(min(2, concurrency)), "-c", str(concurrency),
+               "-d", f"{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(WRK_SCRIPT),
+               url]  # fmt: skip
+    env = {**os.environ, "RANKLAB_WRK_BODIES": str(body_file)}
+    cpu_before = server_cpu_seconds(server_pid)
+    client_before = _children_cpu_seconds()
+    run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    cpu = server_cpu_seconds(server_pid) - cpu_before
+    client_cpu = _children_cpu_seconds() - client_before
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr[-2000:]}")
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    return Point(
+        name,
+        concurrency,
+        result["requests"],
+        result["socket_errors"] + result["non200"],
+        result["duration_us"] / 1e6,
+        np.array([]),
+        result["fallbacks"],
+        cpu,
+        client_cpu,
+        quantiles=tuple((q, result[f"p{q}_us"] / 1e3) for q in (50, 95, 99)),
+    )
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def server_cpu_seconds(pid: int | None) -> float:
@@ -352,20 +416,19 @@ def bentoml_points(
         workers,
         BENTOML_READY,
     ) as server:
-        return [
-            asyncio.run(
-                measure_http(
-                    name,
-                    f"http://127.0.0.1:{port}/rank",
-                    bodies,
-                    c,
-                    args.seconds,
-                    args.max_requests,
-                    server.pid,
+        url = f"http://127.0.0.1:{port}/rank"
+        points = []
+        for c in args.concurrency:
+            points.append(
+                asyncio.run(
+                    measure_http(name, url, bodies, c, args.seconds, args.max_requests, server.pid)
                 )
             )
-            for c in args.concurrency
-        ]
+            if getattr(args, "wrk", False):  # the same point through an external generator
+                points.append(
+                    measure_wrk(f"{name} (wrk)", url, bodies, c, args.seconds, server.pid, log_dir)
+                )
+        return points
 
 
 def mlflow_points(
@@ -524,6 +587,14 @@ def targets(points: list[Point]) -> list[str]:
             f"| p99 < 50 ms at c=8, no errors | {service.percentile(99):.1f} ms, "
             f"{service.errors} errors, {service.fallbacks} fallbacks | {met} |"
         )
+    for server in ("bentoml", "bentoml (wrk)"):  # issue #15: the tail at c=8
+        if service := by.get((server, 8)):
+            p99 = service.percentile(99)
+            met = p99 < 15 and service.errors == 0 and service.fallbacks == 0
+            rows.append(
+                f"| p99 < 15 ms at c=8, no errors, no fallbacks ({server}) | {p99:.1f} ms, "
+                f"{service.errors} errors, {service.fallbacks} fallbacks | {met} |"
+            )
     for concurrency in (1, 8):
         if fallback := by.get(("bentoml, fallback only", concurrency)):
             p99 = fallback.percentile(99)
@@ -561,7 +632,10 @@ def main() -> None:
         "--state-dir", type=Path, default=None, help="Default: the settings' state."
     )
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["mlflow", "no-cache", "fallback", "in-process"]
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["mlflow", "no-cache", "fallback", "in-process", "wrk"],
     )
     parser.add_argument(
         "--baseline-tree",
@@ -571,6 +645,8 @@ def main() -> None:
         "before/after comparison in one run.",
     )
     args = parser.parse_args()
+    # The main service's points are also measured with wrk (the other servers' are not).
+    args.wrk = "wrk" not in args.skip
     if args.baseline_tree is not None and not (args.baseline_tree / SERVICE_FILE).is_file():
         parser.error(f"--baseline-tree {args.baseline_tree}: no {SERVICE_FILE} there")
 
@@ -590,12 +666,12 @@ def main() -> None:
         points += bentoml_points("bentoml, baseline tree", settings.root, args.workers, encoded,
                                  args, log_dir, working_dir=args.baseline_tree.resolve())  # fmt: skip
     if "no-cache" not in args.skip:
-        no_cache = argparse.Namespace(**{**vars(args), "concurrency": [8]})
+        no_cache = argparse.Namespace(**{**vars(args), "concurrency": [8], "wrk": False})
         points += bentoml_points("bentoml, no item cache", settings.root, args.workers, encoded, no_cache,
                                  log_dir, RANKLAB_SERVING__ITEM_CACHE_TTL_SECONDS="0")  # fmt: skip
     if "fallback" not in args.skip:
         state = fallback_only_state(settings, log_dir / "fallback-state")
-        fallback = argparse.Namespace(**{**vars(args), "concurrency": [1, 8]})
+        fallback = argparse.Namespace(**{**vars(args), "concurrency": [1, 8], "wrk": False})
         points += bentoml_points(
             "bentoml, fallback only", state, args.workers, encoded, fallback, log_dir
         )

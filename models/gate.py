@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import logging
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -58,7 +60,15 @@ from models.evaluation import (
 )
 from models.metrics import PRIMARY_METRIC
 from models.pyfunc import score
-from models.registry import CHALLENGER, CHAMPION, Registry, current_user, utc_now
+from models.registry import (
+    ARTIFACT_DIGEST_TAG,
+    CHALLENGER,
+    CHAMPION,
+    Registry,
+    artifact_digest,
+    current_user,
+    utc_now,
+)
 from ranklab.io import write_json, write_text
 from ranklab.schema import LABEL, SLICE_COLUMNS
 
@@ -67,6 +77,9 @@ logger = logging.getLogger(__name__)
 Decision = Literal["champion", "challenger", "rejected"]
 # Checks that say the model is unfit to serve at all, whatever the champion does.
 HARD_CHECKS = ("beats_baseline", "artifact_scores", "latency_budget")
+# The report's folder in the version's MLflow run (the model card has its own:
+# models.model_card.MODEL_CARD_ARTIFACTS; both files are named ranker-v<N>.md).
+GATE_ARTIFACTS = "gate"
 
 
 class GateError(RuntimeError):
@@ -311,7 +324,7 @@ def promote(
     version = str(version)
     _check_request(registry, version, candidate, baseline, config, force, reason)
     candidate_scores = _per_session(candidate, config)
-    checks, loaded = _artifact_checks(registry, version, test_frame, candidate, config)
+    checks, loaded, digest = _artifact_checks(registry, version, test_frame, candidate, config)
     if force and not loaded:
         raise GateError(f"refusing to force v{version}: its artifact does not load or score")
     champion_name, champion_scores, comparable = _champion_scores(
@@ -342,7 +355,7 @@ def promote(
         forced=force,
         reason=reason,
     )
-    _record(registry, decision)
+    _record(registry, decision, digest)
     return decision
 
 
@@ -387,29 +400,41 @@ def _artifact_checks(
     test_frame: pd.DataFrame,
     candidate: ModelEvaluation,
     config: GateConfig,
-) -> tuple[list[Check], bool]:
-    """Load the artifact by version, check it reproduces the evaluation, and time it."""
+) -> tuple[list[Check], bool, str | None]:
+    """Download the artifact by version, digest it, check that those bytes reproduce the
+    evaluation, and time them. The digest (None when the download failed) is recorded on
+    the version: serving loads only bytes with this digest."""
     uri = registry.model_uri(version)
-    try:
-        model = registry.load(version)
-        scores = score(model, test_frame, who=uri)
-    except Exception as error:  # whatever breaks loading or scoring is this check's verdict
-        logger.exception("gate: %s does not load or score", uri)
-        failure = f"{uri} failed: {type(error).__name__}: {error}"
-        return [
-            Check("artifact_scores", False, failure),
-            Check("latency_budget", False, failure),
-        ], False
-    evaluated = _per_session(candidate, config)
-    reproduced = _aligned(evaluated, _resolved(test_frame, scores, candidate, config), uri)
-    gap = float(np.max(np.abs(reproduced.to_numpy() - evaluated.to_numpy())))
-    parity = Check(
-        "artifact_scores",
-        passed=gap <= config.parity_tolerance,
-        detail=f"{uri} loads; largest per-session {config.metric} gap to the evaluated model "
-        f"{gap:.1e} (tolerance {config.parity_tolerance:.0e})",
-    )
-    return [parity, _latency_check(model, test_frame.head(config.smoke_rows), config)], True
+    with tempfile.TemporaryDirectory(prefix="ranklab-gate-") as tmp:
+        digest = None
+        try:
+            folder = registry.download_version(version, Path(tmp))
+            digest = artifact_digest(folder)
+            model = mlflow.pyfunc.load_model(str(folder))
+            scores = score(model, test_frame, who=uri)
+        except Exception as error:  # whatever breaks loading or scoring is this check's verdict
+            logger.exception("gate: %s does not load or score", uri)
+            failure = f"{uri} failed: {type(error).__name__}: {error}"
+            return (
+                [
+                    Check("artifact_scores", False, failure),
+                    Check("latency_budget", False, failure),
+                ],
+                False,
+                digest,
+            )
+        evaluated = _per_session(candidate, config)
+        reproduced = _aligned(evaluated, _resolved(test_frame, scores, candidate, config), uri)
+        gap = float(np.max(np.abs(reproduced.to_numpy() - evaluated.to_numpy())))
+        parity = Check(
+            "artifact_scores",
+            passed=gap <= config.parity_tolerance,
+            detail=f"{uri} loads (sha256 {digest[:12]}...); largest per-session "
+            f"{config.metric} gap to the evaluated model {gap:.1e} "
+            f"(tolerance {config.parity_tolerance:.0e})",
+        )
+        latency = _latency_check(model, test_frame.head(config.smoke_rows), config)
+        return [parity, latency], True, digest
 
 
 def _latency_check(model, batch: pd.DataFrame, config: GateConfig) -> Check:
@@ -462,10 +487,12 @@ def _resolved(
     return session_metrics(test_frame, scores, config.gain, policy)[config.metric]
 
 
-def _record(registry: Registry, decision: GateDecision) -> None:
+def _record(registry: Registry, decision: GateDecision, digest: str | None) -> None:
     """Report files first, then tags and aliases: no alias moves without its audit trail."""
     report, record = write_report(decision, registry.settings.reports_dir)
     tags = {**decision.tags(), "gate.report": str(report)}
+    if digest is not None:  # the bytes judged; serving refuses any other
+        tags[ARTIFACT_DIGEST_TAG] = digest
     if decision.decision == CHAMPION:
         if registry.aliases().get(CHALLENGER) == decision.version:
             registry.delete_alias(CHALLENGER)
@@ -474,7 +501,8 @@ def _record(registry: Registry, decision: GateDecision) -> None:
         registry.tag_version(decision.version, tags)
     if decision.decision == CHALLENGER:
         registry.set_alias(CHALLENGER, decision.version)
-    registry.log_artifacts(registry.version(decision.version).run_id, [report, record], "gate")
+    run_id = registry.version(decision.version).run_id
+    registry.log_artifacts(run_id, [report, record], GATE_ARTIFACTS)
     log = logger.info if decision.promoted and not decision.forced else logger.warning
     log("gate: %s", decision.summary())
     for check in decision.failures:

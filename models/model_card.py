@@ -32,9 +32,13 @@ from ranklab.schema import (
 if TYPE_CHECKING:  # types only: the gate and the registry import this module
     from models.evaluation import Estimate, ModelEvaluation
     from models.gate import GateDecision
-    from models.registry import Lineage
+    from models.registry import Lineage, Registry
 
 GAIN_NAMES = {LABEL: "logged clicks", DEBIASED_LABEL: "position-debiased clicks"}
+# The card's folder in the MLflow run. The gate report has its own (``models.gate.
+# GATE_ARTIFACTS``): both are ``ranker-v<N>.md``, and logged into one folder the card
+# replaced the report, so the run held no gate report in markdown.
+MODEL_CARD_ARTIFACTS = "model_card"
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,12 @@ def render_model_card(
 def write_model_card(path: Path, **card: object) -> Path:
     """Render (same arguments as ``render_model_card``) and write atomically to ``path``."""
     return write_text(render_model_card(**card), Path(path))
+
+
+def log_model_card(registry: Registry, run_id: str, card: Path) -> str:
+    """Add the card to its training run under ``model_card/``; returns its artifact path."""
+    registry.log_artifacts(run_id, [card], folder=MODEL_CARD_ARTIFACTS)
+    return f"{MODEL_CARD_ARTIFACTS}/{Path(card).name}"
 
 
 # ---- sections ------------------------------------------------------------------------------

@@ -11,7 +11,11 @@ columns. The session key is part of the contract because listwise rankers score 
 relative to the other items of its session (serving passes one request as one session).
 
 The fitted ranker is stored as a pickle artifact beside the MLmodel file and unpickled in
-``load_context``. Pickle refers to classes by import path, so the process that loads the
+``load_context`` (for MLflow's users: the gate, notebooks, ``mlflow models serve``).
+A ``ListwiseRanker`` is also stored in a form that runs no code when read: its weights as
+``safetensors`` and its preprocessing and shape as JSON (``SAFE_WEIGHTS``,
+``SAFE_PREPROCESSING``). The service reads only those (``load_safe_ranker``): unpickling
+runs whatever code the file holds, and the service must not run code from an artifact. Pickle refers to classes by import path, so the process that loads the
 model must be able to import the installed ranklab packages (``models``, ``features``,
 ``ranklab``): the same virtual environment as training. Serving, the gate and the
 notebooks all run in that venv; MLflow's captured pip requirements are a record, not what
@@ -20,22 +24,32 @@ makes loading work.
 
 from __future__ import annotations
 
+import json
 import pickle
 import tempfile
 import warnings
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
 import pandas as pd
+import yaml
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
+
+if TYPE_CHECKING:  # torch loads only where a ranker is exported or rebuilt
+    from models.ranker import ListwiseRanker
 
 from models.base import Ranker, require_features
 from ranklab.schema import SESSION_ID
 
 RANKER_ARTIFACT = "ranker"  # key of the pickled ranker in the pyfunc's artifacts
+SAFE_WEIGHTS = "serving_weights"  # key of the network's weights (safetensors)
+SAFE_PREPROCESSING = "serving_preprocessing"  # key of the scaler, columns and shape (JSON)
+SAFE_FORMAT_VERSION = 1
 MODEL_NAME = "model"  # the logged model's name inside its run
 
 # Recorded in the MLmodel so a reader sees what the model was built with. Listing them
@@ -126,11 +140,13 @@ def log_ranker(
     require_features(example_frame, columns, who=f"log_ranker({ranker.name})")
     example = as_model_input(example_frame, columns)
     with tempfile.TemporaryDirectory(prefix="ranklab-pyfunc-") as tmp:
-        pickled = _pickle_ranker(ranker, Path(tmp) / "ranker.pkl")
+        artifacts = {RANKER_ARTIFACT: str(_pickle_ranker(ranker, Path(tmp) / "ranker.pkl"))}
+        if _is_listwise(ranker):
+            artifacts.update(export_safe_ranker(ranker, Path(tmp)))
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=RankerModel(ranker.feature_columns),
-            artifacts={RANKER_ARTIFACT: str(pickled)},
+            artifacts=artifacts,
             signature=ranker_signature(ranker, example),
             input_example=example,
             registered_model_name=registered_model_name,
@@ -160,6 +176,68 @@ def ranker_signature(ranker: Ranker, example: pd.DataFrame) -> ModelSignature:
         # left is the session key, which never is.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         return infer_signature(example, scores)
+
+
+# ---- the code-free form serving reads -------------------------------------------------------
+
+
+def export_safe_ranker(ranker: ListwiseRanker, folder: Path) -> dict[str, str]:
+    """Write the ranker's weights (safetensors) and preprocessing (JSON) into ``folder``;
+    returns them as pyfunc artifacts."""
+    from safetensors.torch import save_file
+
+    weights = Path(folder) / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in ranker.network_.state_dict().items()}, weights)
+    scaler = ranker.scaler_
+    preprocessing = {
+        "format": SAFE_FORMAT_VERSION,
+        "name": ranker.name,
+        "feature_columns": list(ranker.feature_columns),
+        "config": {**asdict(ranker.config), "hidden": list(ranker.config.hidden)},
+        "scaler": {
+            "log_columns": [bool(v) for v in scaler.log_columns_],
+            "mean": [float(v) for v in scaler.mean_],  # repr round-trips float64 exactly
+            "std": [float(v) for v in scaler.std_],
+        },
+    }
+    path = Path(folder) / "preprocessing.json"
+    path.write_text(json.dumps(preprocessing, indent=1), encoding="utf-8")
+    return {SAFE_WEIGHTS: str(weights), SAFE_PREPROCESSING: str(path)}
+
+
+def load_safe_ranker(model_folder: Path) -> ListwiseRanker | None:
+    """The ranker of a logged model folder rebuilt from its safetensors weights and JSON
+    preprocessing, without unpickling anything; None when the model has no such form (a
+    baseline, or a model logged before it existed). Reads ``MLmodel`` as plain YAML."""
+    from safetensors.torch import load_file
+
+    from models.ranker import FeatureScaler, ItemScorer, ListwiseRanker, RankerConfig
+
+    mlmodel = yaml.safe_load((Path(model_folder) / "MLmodel").read_text(encoding="utf-8"))
+    artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    if SAFE_WEIGHTS not in artifacts or SAFE_PREPROCESSING not in artifacts:
+        return None
+    spec = json.loads((Path(model_folder) / artifacts[SAFE_PREPROCESSING]["path"]).read_text())
+    if spec.get("format") != SAFE_FORMAT_VERSION:
+        raise ValueError(f"{model_folder}: safe ranker format {spec.get('format')!r} unknown")
+    config = RankerConfig(**{**spec["config"], "hidden": tuple(spec["config"]["hidden"])})
+    ranker = ListwiseRanker(list(spec["feature_columns"]), config, spec["name"], progress=False)
+    ranker.scaler_ = FeatureScaler(
+        log_columns_=np.asarray(spec["scaler"]["log_columns"], dtype=bool),
+        mean_=np.asarray(spec["scaler"]["mean"], dtype=np.float64),
+        std_=np.asarray(spec["scaler"]["std"], dtype=np.float64),
+    )
+    n_inputs = len(ranker.feature_columns) * (2 if config.session_relative else 1)
+    network = ItemScorer(n_inputs, config.hidden, config.dropout)
+    network.load_state_dict(load_file(Path(model_folder) / artifacts[SAFE_WEIGHTS]["path"]))
+    ranker.network_ = network.eval()
+    return ranker
+
+
+def _is_listwise(ranker: Ranker) -> bool:
+    from models.ranker import ListwiseRanker
+
+    return isinstance(ranker, ListwiseRanker)
 
 
 def _pickle_ranker(ranker: Ranker, path: Path) -> Path:

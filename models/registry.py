@@ -24,6 +24,7 @@ import hashlib
 import json
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +55,15 @@ MANAGED_ALIASES = (CHAMPION, PREVIOUS_CHAMPION)
 CHAMPION_HISTORY_TAG = "champion_history"
 
 EXAMPLE_ROWS = 5  # rows of the training frame stored as the model's input example
+# The sha256 of the artifact the gate judged (``artifact_digest``), a version tag: serving
+# refuses a download whose digest differs (serving/champion.py).
+ARTIFACT_DIGEST_TAG = "artifact.sha256"
+MLMODEL_FILE = "MLmodel"  # marks the model's own folder inside a download
+# MLflow writes this into the model folder (the artifact store's own folder, when the store
+# is local) whenever the model is loaded by a ``models:/`` URI: its name and version, not
+# the model. It appears after the gate judged the bytes, so it is not part of the digest;
+# serving never reads it.
+REGISTERED_MODEL_META = "registered_model_meta"
 
 
 class RegistryError(RuntimeError):
@@ -270,6 +280,31 @@ class Registry:
         self._set_history(history[:-1])
         return self.version(restored)
 
+    # ---- the approved bytes ------------------------------------------------------------------
+
+    def download_version(self, version: str | int, into: Path) -> Path:
+        """The version's model folder (the one holding ``MLmodel``), downloaded under ``into``."""
+        uri = self.client.get_model_version_download_uri(self.model_name, str(version))
+        with self.activated():
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into))
+        return model_folder(Path(into))
+
+    def record_artifact_digest(self, version: str | int, digest: str) -> None:
+        """Stamp ``digest`` (of the bytes that were judged) on the version."""
+        self.tag_version(version, {ARTIFACT_DIGEST_TAG: digest})
+
+    def artifact_digest(self, version: str | int) -> str | None:
+        """The digest recorded for the version, or None when none was (not judged)."""
+        return self.version(version).tags.get(ARTIFACT_DIGEST_TAG)
+
+    def seal(self, version: str | int) -> str:
+        """Download the version, record its digest, return it: what the gate does for the
+        versions it judges, for versions registered outside the gate (test fixtures)."""
+        with tempfile.TemporaryDirectory(prefix="ranklab-seal-") as tmp:
+            digest = artifact_digest(self.download_version(version, Path(tmp)))
+        self.record_artifact_digest(version, digest)
+        return digest
+
     @contextmanager
     def activated(self) -> Iterator[None]:
         """Point MLflow's fluent API (start_run, log_model, load_model) here, then restore.
@@ -313,6 +348,35 @@ class Registry:
             self._set_managed_alias(PREVIOUS_CHAMPION, history[-2])
         elif PREVIOUS_CHAMPION in self.aliases():
             self.client.delete_registered_model_alias(self.model_name, PREVIOUS_CHAMPION)
+
+
+# ---- artifact digests ---------------------------------------------------------------------------
+
+
+def artifact_digest(folder: Path) -> str:
+    """sha256 over a model folder: every file's relative path and content, in path order.
+
+    A changed, added, removed or renamed file changes it; where the folder lies does not.
+    MLflow's ``registered_model_meta`` bookkeeping file is left out (see its constant).
+    """
+    folder = Path(folder)
+    outer = hashlib.sha256()
+    files = (p for p in folder.rglob("*") if p.is_file() and p != folder / REGISTERED_MODEL_META)
+    for path in sorted(files):
+        inner = hashlib.sha256()
+        with open(path, "rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                inner.update(chunk)
+        outer.update(f"{path.relative_to(folder).as_posix()}\0{inner.hexdigest()}\n".encode())
+    return outer.hexdigest()
+
+
+def model_folder(download: Path) -> Path:
+    """The folder holding ``MLmodel`` inside a download (MLflow may nest it)."""
+    found = sorted(Path(download).rglob(MLMODEL_FILE))
+    if not found:
+        raise FileNotFoundError(f"no {MLMODEL_FILE} under {download}: not a model download")
+    return found[0].parent
 
 
 # ---- records logged with a run ----------------------------------------------------------------

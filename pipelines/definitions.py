@@ -9,6 +9,7 @@ import dagster as dg
 from pipelines.defs import data_assets, feature_assets, model_assets, monitoring_assets
 from pipelines.defs.jobs import JOBS
 from pipelines.defs.resources import build_resources
+from pipelines.defs.retention import retention, retention_schedule
 from pipelines.defs.sensors import SENSORS
 from ranklab.settings import Settings, get_settings
 
@@ -21,7 +22,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(STAGES),
         asset_checks=dg.load_asset_checks_from_modules(STAGES),
-        jobs=JOBS,
+        jobs=[*JOBS, retention],
+        schedules=[retention_schedule],
         sensors=SENSORS,
         resources=build_resources(settings or get_settings()),
     )

@@ -121,10 +121,49 @@ class ServingSettings(_Section):
         200_000, gt=0, description="Items held in the feature cache at most (oldest dropped)."
     )
     log_flush_seconds: float = Field(
-        2.0, gt=0, description="How often the prediction log writes its buffered rows."
+        2.0,
+        gt=0,
+        description="How often the prediction log compacts its write-ahead files into Parquet "
+        "(rows are durable before each answer; this is when they become readable).",
     )
     log_flush_rows: int = Field(
-        5_000, gt=0, description="Rows that trigger a prediction-log write before the interval."
+        5_000, gt=0, description="Rows that trigger a compaction before the interval."
+    )
+    gil_switch_interval_ms: float = Field(
+        5.0,
+        gt=0,
+        le=100,
+        description="Python's GIL switch interval in each server worker (sys.setswitchinterval). "
+        "A request hops between the event loop, the feature thread and the model thread; a "
+        "thread that wants the GIL waits up to this long for the one holding it.",
+    )
+    require_artifact_digest: bool = Field(
+        True,
+        description="Refuse a model version without the sha256 the gate records "
+        "(artifact.sha256). A version whose bytes differ from it is refused regardless.",
+    )
+
+
+class PrivacySettings(_Section):
+    """Personal data the system stores beyond a request (``ranklab/privacy.py``,
+    ``docs/data-governance.md``)."""
+
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="Key of the keyed hash (HMAC-SHA256) that replaces user ids wherever they "
+        "are stored (the prediction log, monitoring outputs). Set it with "
+        "RANKLAB_PRIVACY__PSEUDONYM_KEY (at least 32 characters); never commit it. Unset, the "
+        "local profile generates a development key into <state>/secrets/pseudonym.key; the "
+        "services profile refuses to start without one.",
+    )
+    retention_days: int = Field(
+        30,
+        gt=0,
+        description="Days of prediction-log and monitoring partitions kept; the Dagster "
+        "schedule `retention_schedule` deletes older ones.",
+    )
+    retention_cron: str = Field(
+        "15 3 * * *", description="When the retention schedule runs (cron, UTC)."
     )
     randomized_share: float = Field(
         0.0,
@@ -187,6 +226,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
     position_bias: PositionBiasSettings = PositionBiasSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     # ---- derived locations (pure functions of state_dir; nothing is created here) ----
     @property

@@ -57,8 +57,9 @@ class ArmLoader(ChampionLoader):
         cache: ModelDiskCache,
         check: Callable[[LoadedModel], None],
         ref: ModelRef,
+        require_digest: bool = True,
     ) -> None:
-        super().__init__(registry, cache, check)
+        super().__init__(registry, cache, check, require_digest)
         self.ref = ref
 
     def champion_version(self) -> str | None:
@@ -70,13 +71,16 @@ class ArmLoader(ChampionLoader):
 
 
 def arm_holder_factory(
-    registry: Registry, cache_root: Path, check: Callable[[LoadedModel], None]
+    registry: Registry,
+    cache_root: Path,
+    check: Callable[[LoadedModel], None],
+    require_digest: bool = True,
 ) -> Callable[[ModelRef], ChampionHolder]:
     """Builds a holder per arm model, each with its own disk-cache folder under ``cache_root``."""
 
     def make(ref: ModelRef) -> ChampionHolder:
         cache = ModelDiskCache(Path(cache_root) / f"{ref.kind}-{ref.value}")
-        return ChampionHolder(ArmLoader(registry, cache, check, ref))
+        return ChampionHolder(ArmLoader(registry, cache, check, ref, require_digest))
 
     return make
 

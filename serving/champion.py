@@ -32,9 +32,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from models.registry import Registry
+from models.pyfunc import load_safe_ranker
+from models.registry import ARTIFACT_DIGEST_TAG, Registry, artifact_digest
 from ranklab.io import write_json
 from ranklab.schema import SESSION_ID
 
@@ -59,6 +61,10 @@ class IncompatibleModelError(ValueError):
     """The model needs inputs the online feature service does not provide."""
 
 
+class ArtifactDigestError(ValueError):
+    """The downloaded bytes are not the ones the gate judged (or none were recorded)."""
+
+
 class ModelDownloadError(RuntimeError):
     """A version could not be downloaded: the registry or its artifact store failed, not the
     model, so the next poll tries again (a refusal would last until the alias moves)."""
@@ -71,9 +77,13 @@ class LoadedModel:
     name: str
     version: str
     source: str  # SOURCE_REGISTRY or SOURCE_DISK_CACHE
-    pyfunc: mlflow.pyfunc.PyFuncModel
+    pyfunc: mlflow.pyfunc.PyFuncModel | None  # None when served from its code-free form
     feature_columns: tuple[str, ...]  # the model's feature inputs (its signature, minus the key)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # The ranker rebuilt from safetensors + JSON (models.pyfunc.load_safe_ranker): no
+    # unpickling. None: a model without that form, served through its pyfunc.
+    ranker: object | None = None
+    digest: str | None = None  # sha256 of the artifact, verified against the gate's record
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """One finite score per row of ``features`` (one request: one session)."""
@@ -98,6 +108,9 @@ class LoadedModel:
         - any other Python model: its own ``predict`` on the pyfunc frame, without the check;
         - any other flavour: ``pyfunc.predict`` on the pyfunc frame.
         """
+        if self.ranker is not None:
+            ranker = self.ranker
+            return lambda features: ranker.predict_session(self._matrix(features))
         try:
             python_model = self.pyfunc.unwrap_python_model()
         except (AttributeError, MlflowException):
@@ -127,11 +140,16 @@ class LoadedModel:
             "version": self.version,
             "source": self.source,
             "loaded_at": self.loaded_at.isoformat(timespec="seconds"),
+            "format": "safetensors" if self.ranker is not None else "pyfunc",
+            "sha256": self.digest,
         }
 
 
-def model_feature_columns(pyfunc: mlflow.pyfunc.PyFuncModel) -> tuple[str, ...]:
-    schema = pyfunc.metadata.get_input_schema()
+def model_feature_columns(pyfunc: mlflow.pyfunc.PyFuncModel | Model) -> tuple[str, ...]:
+    """The signature's inputs minus the session key (of a loaded pyfunc, or of an
+    ``MLmodel`` file read as plain YAML)."""
+    metadata = pyfunc if isinstance(pyfunc, Model) else pyfunc.metadata
+    schema = metadata.get_input_schema()
     if schema is None:
         raise IncompatibleModelError("the model has no input signature; serving needs one")
     return tuple(name for name in schema.input_names() if name != SESSION_ID)
@@ -174,21 +192,33 @@ class ModelDiskCache:
         return found[0].parent
 
     def remember(self, model: LoadedModel, path: Path) -> None:
-        """Record ``model`` as the last good one (atomically) and drop old downloads."""
+        """Record ``model`` (and its verified digest) as the last good one, atomically, and
+        drop old downloads."""
         write_json(
-            {"name": model.name, "version": model.version, "path": str(path)},
+            {
+                "name": model.name,
+                "version": model.version,
+                "path": str(path),
+                "sha256": model.digest,
+            },
             self.root / MANIFEST,
         )
         self._prune(keep=model.version)
 
-    def last_loaded(self) -> tuple[str, str, Path] | None:
-        """(name, version, model folder) of the last good model, if one is cached."""
+    def forget(self, version: str) -> None:
+        """Delete a version's download (its bytes failed verification)."""
+        shutil.rmtree(self.folder(version), ignore_errors=True)
+
+    def last_loaded(self) -> tuple[str, str, Path, str | None] | None:
+        """(name, version, model folder, digest) of the last good model, if one is cached."""
         manifest = self.root / MANIFEST
         if not manifest.is_file():
             return None
         record = json.loads(manifest.read_text(encoding="utf-8"))
         path = Path(record["path"])
-        return (record["name"], str(record["version"]), path) if path.is_dir() else None
+        if not path.is_dir():
+            return None
+        return record["name"], str(record["version"]), path, record.get("sha256")
 
     def _prune(self, keep: str) -> None:
         for staging in self.root.glob(f"{STAGING_PREFIX}*"):  # left by a worker that died
@@ -210,11 +240,16 @@ class ChampionLoader:
     """
 
     def __init__(
-        self, registry: Registry, cache: ModelDiskCache, check: Callable[[LoadedModel], None]
+        self,
+        registry: Registry,
+        cache: ModelDiskCache,
+        check: Callable[[LoadedModel], None],
+        require_digest: bool = True,
     ) -> None:
         self.registry = registry
         self.cache = cache
         self.check = check
+        self.require_digest = require_digest
 
     def champion_version(self) -> str | None:
         """Where ``champion`` points now (None when unset); raises when the registry is down."""
@@ -223,9 +258,38 @@ class ChampionLoader:
 
     def load_version(self, version: str) -> LoadedModel:
         path = self._download(version)
-        model = self._load(self.registry.model_name, version, path, SOURCE_REGISTRY)
+        try:
+            digest = self._verify(version, path, self._recorded_digest(version))
+        except ArtifactDigestError:
+            self.cache.forget(version)  # the next try downloads afresh
+            raise
+        model = self._load(self.registry.model_name, version, path, SOURCE_REGISTRY, digest)
         self.cache.remember(model, path)
         return model
+
+    def _recorded_digest(self, version: str) -> str | None:
+        try:
+            return self.registry.artifact_digest(version)
+        except MlflowException as error:
+            raise ModelDownloadError(f"reading v{version}'s digest failed: {error}") from error
+
+    def _verify(self, version: str, path: Path, expected: str | None) -> str | None:
+        """The folder's digest, when it equals ``expected`` (the gate's record); raises
+        ``ArtifactDigestError`` otherwise, before a byte of the model is interpreted."""
+        if expected is None:
+            if self.require_digest:
+                raise ArtifactDigestError(
+                    f"v{version} has no recorded {ARTIFACT_DIGEST_TAG}: it was not judged by "
+                    "the gate (RANKLAB_SERVING__REQUIRE_ARTIFACT_DIGEST=false serves it anyway)"
+                )
+            return None
+        actual = artifact_digest(path)
+        if actual != expected:
+            raise ArtifactDigestError(
+                f"v{version}'s artifact has sha256 {actual[:16]}..., the gate approved "
+                f"{expected[:16]}...: refusing bytes that are not the ones judged"
+            )
+        return actual
 
     def _download(self, version: str) -> Path:
         """The version's model folder in the disk cache. ModelDownloadError when the registry
@@ -251,12 +315,23 @@ class ChampionLoader:
         cached = self.cache.last_loaded()
         if cached is None:
             return None
-        name, version, path = cached
-        return self._load(name, version, path, SOURCE_DISK_CACHE)
+        name, version, path, digest = cached
+        # The registry is down: the digest recorded when the download was verified.
+        digest = self._verify(version, path, digest)
+        return self._load(name, version, path, SOURCE_DISK_CACHE, digest)
 
-    def _load(self, name: str, version: str, path: Path, source: str) -> LoadedModel:
-        pyfunc = mlflow.pyfunc.load_model(str(path))
-        model = LoadedModel(name, version, source, pyfunc, model_feature_columns(pyfunc))
+    def _load(
+        self, name: str, version: str, path: Path, source: str, digest: str | None
+    ) -> LoadedModel:
+        """The code-free form when the model has one (no unpickling), else its pyfunc."""
+        ranker = load_safe_ranker(path)
+        if ranker is not None:
+            columns = model_feature_columns(Model.load(str(path / MLMODEL_FILE)))
+            model = LoadedModel(name, version, source, None, columns, ranker=ranker, digest=digest)
+        else:
+            pyfunc = mlflow.pyfunc.load_model(str(path))
+            columns = model_feature_columns(pyfunc)
+            model = LoadedModel(name, version, source, pyfunc, columns, digest=digest)
         self.check(model)
         return model
 

@@ -5,10 +5,16 @@
 - ``ranklab_rank_latency_seconds{served_by}``: time inside the handler (histogram).
 - ``ranklab_cold_start_total{entity}``: unknown users and items served with defaults.
 - ``ranklab_served_model_info{model_name,version,source}``: 1 for the model in use.
-- ``ranklab_model_loads_total{outcome}``: champion versions loaded, refused, or whose
-  download failed (tried again at the next poll).
-- ``ranklab_prediction_log_rows_written_total`` and ``ranklab_prediction_log_pending``.
+- ``ranklab_model_loads_total{outcome}``: champion versions ``loaded``, ``refused`` (does
+  not load or score), ``digest_refused`` (its bytes are not the ones the gate approved, or
+  no digest was recorded), or ``download_failed`` (tried again at the next poll).
+- ``ranklab_prediction_log_rows_written_total`` (compacted into Parquet),
+  ``ranklab_prediction_log_pending`` (in the write-ahead files) and
+  ``ranklab_prediction_log_lost_total`` (answered, but the row could not be written).
 - ``ranklab_experiment_requests_total{experiment,arm,served_by}``: requests by A/B arm.
+- ``ranklab_ready`` (the last ``/readyz`` of each worker) and ``ranklab_serving_degraded``.
+
+The alert rules and the dashboard over these: ``ops/prometheus/``, ``ops/grafana/``.
 
 ``prometheus_client`` is imported when ``ServingMetrics`` is built, not when this module is
 imported: BentoML sets ``PROMETHEUS_MULTIPROC_DIR`` in each worker after importing the
@@ -80,10 +86,29 @@ class ServingMetrics:
             "Prediction-log rows written to disk.",
             registry=registry,
         )
+        self.log_rows_lost = Counter(
+            "ranklab_prediction_log_lost",
+            "Requests answered whose prediction-log row could not be written (a full disk).",
+            registry=registry,
+        )
         self.log_pending = Gauge(
             "ranklab_prediction_log_pending",
-            "Prediction-log rows queued and not yet on disk.",
+            "Prediction-log rows in the write-ahead files, not yet compacted into Parquet.",
             multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "ranklab_ready",
+            "1 when the worker's last /readyz found it ready (online store answers, something "
+            "can rank), else 0.",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.degraded = Gauge(
+            "ranklab_serving_degraded",
+            "1 when the worker serves degraded: no champion loaded, registry unreachable, or a "
+            "version refused.",
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.experiment_requests = Counter(
@@ -114,7 +139,10 @@ class ServingMetrics:
         self.set_served_model(model.name, model.version, model.source)
 
     def model_refused(self, version: str, error: Exception) -> None:  # noqa: ARG002 - a hook
-        self.model_loads.labels(outcome="refused").inc()
+        from serving.champion import ArtifactDigestError
+
+        tampered = isinstance(error, ArtifactDigestError)
+        self.model_loads.labels(outcome="digest_refused" if tampered else "refused").inc()
 
     def model_download_failed(self, version: str, error: Exception) -> None:  # noqa: ARG002
         self.model_loads.labels(outcome="download_failed").inc()

@@ -27,6 +27,7 @@ from pydantic import TypeAdapter
 from features.feature_repo.feature_services import RANKER_V1
 from features.store import FEATURE_DEFAULTS, feature_store
 from models.registry import Registry
+from ranklab.privacy import pseudonymiser_for
 from ranklab.settings import Settings
 from serving.arms import ExperimentRouter, arm_holder_factory
 from serving.champion import (
@@ -96,6 +97,7 @@ class RankingRuntime:
             flush_seconds=serving.log_flush_seconds,
             flush_rows=serving.log_flush_rows,
             on_written=metrics.log_rows_written.inc,
+            pseudonymiser=pseudonymiser_for(settings),
         ).start()
         engine = RankingEngine(
             reader,
@@ -147,8 +149,20 @@ class RankingRuntime:
             self.metrics.observe_exposure(exposure.experiment, exposure.arm, scored.served_by)
         if cold is not None:
             self.metrics.observe_cold_start(cold.user, len(cold.items))
-        self.log.append(_record(response, received, user_id, context, candidates, scored, latency))
+        self._log(_record(response, received, user_id, context, candidates, scored, latency))
         return response
+
+    def _log(self, record: PredictionRecord) -> None:
+        """Write the row before the response leaves (the WAL: it survives a killed worker).
+
+        A WAL that cannot be written (a full disk) does not fail the request: the answer is
+        sent unlogged and counted (``ranklab_prediction_log_lost_total``, an alert).
+        """
+        try:
+            self.log.append(record)
+        except OSError:
+            logger.exception("prediction log: request %s answered unlogged", record.request_id)
+            self.metrics.log_rows_lost.inc()
 
     # ---- operations ----
     async def readiness(self) -> Readiness:
@@ -156,7 +170,9 @@ class RankingRuntime:
         features_ok, features_note = await self.engine.features_usable()
         model = self.champion.current
         status = self.champion.status
-        degraded = model is None or status.reachable is False or bool(status.refused_versions)
+        degraded = self._degraded()
+        self.metrics.ready.set(1 if features_ok else 0)
+        self.metrics.degraded.set(1 if degraded else 0)
         detail = {
             "ready": features_ok,
             "status": "degraded" if degraded else "ok",
@@ -180,8 +196,17 @@ class RankingRuntime:
         }
         return Readiness(features_ok, detail)
 
+    def _degraded(self) -> bool:
+        status = self.champion.status
+        return (
+            self.champion.current is None
+            or status.reachable is False
+            or bool(status.refused_versions)
+        )
+
     def update_gauges(self) -> None:
         self.metrics.log_pending.set(self.log.pending)
+        self.metrics.degraded.set(1 if self._degraded() else 0)
 
     def close(self) -> None:
         """Stop polling, then write every queued prediction-log row (graceful shutdown)."""
@@ -230,6 +255,7 @@ def _follow_champion(
         Registry(settings),
         ModelDiskCache(model_cache_dir(settings)),
         check=lambda model: check_model(model, served_columns),
+        require_digest=settings.serving.require_artifact_digest,
     )
     return ChampionHolder(
         loader,
@@ -247,6 +273,7 @@ def _experiment_router(
         Registry(settings),
         model_cache_dir(settings) / "arms",  # not a "v*" folder: the champion's prune skips it
         check=lambda model: check_model(model, served_columns),
+        require_digest=settings.serving.require_artifact_digest,
     )
     return ExperimentRouter(experiment_path(settings.root), champion, make_holder)
 

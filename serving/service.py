@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import warnings
 
 import bentoml
@@ -54,7 +55,9 @@ class RankingService:
         # and Feast reset Python's "warn once" memory on every call: unfiltered, the same
         # deprecation warning was formatted and written to the log for every request.
         warnings.filterwarnings("ignore", message=".*'model_fields' attribute on the instance")
-        self.runtime = RankingRuntime.start(get_settings())
+        settings = get_settings()
+        sys.setswitchinterval(settings.serving.gil_switch_interval_ms / 1e3)
+        self.runtime = RankingRuntime.start(settings)
 
     @bentoml.on_startup
     def freeze_startup_objects(self) -> None:

@@ -18,6 +18,10 @@ for _var, _value in {
 }.items():
     os.environ.setdefault(_var, _value)
 
+# A fixed pseudonymisation key for every test and every server a test starts (they inherit
+# the environment): stored pseudonyms are comparable across processes. Not a secret.
+os.environ.setdefault("RANKLAB_PRIVACY__PSEUDONYM_KEY", "tests-only-pseudonym-key-0123456789abcdef")
+
 from ranklab.settings import DataSettings, Settings  # noqa: E402
 
 

@@ -37,6 +37,7 @@ from monitoring.abtest.exposures import (
 from monitoring.abtest.power import SampleSize, baseline_of, baseline_sessions, sample_size
 from monitoring.abtest.readout import Metric, Readout, ReadoutConfig, read_out
 from monitoring.abtest.report import ReportFiles, log_to_mlflow, write_report
+from ranklab.privacy import pseudonymiser_for
 from ranklab.settings import Settings
 from serving.experiment import (
     ExperimentConfig,
@@ -133,7 +134,9 @@ def readout(
         )
         out_dir = settings.reports_dir / "abtest" / name
     tables = read_raw(settings.raw_dir)
-    covariates = pre_period_activity(tables, before=exposures["ts"].min())
+    covariates = pre_period_activity(
+        tables, before=exposures["ts"].min(), pseudonymiser=pseudonymiser_for(settings)
+    )
     readout_config = readout_config_of(config, metric, cuped)
     result, files, run_id = read_and_report(
         settings, config, exposures, covariates, readout_config, out_dir, log_to_registry, None

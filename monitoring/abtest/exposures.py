@@ -11,7 +11,7 @@ Columns of an exposure frame (``EXPOSURE_COLUMNS``):
 | column | meaning |
 |---|---|
 | ``request_id`` | the served request |
-| ``user_id`` | the randomisation unit: users, not requests, are assigned to arms |
+| ``user_id`` | the randomisation unit: users, not requests, are assigned to arms; the log's ``user_pseudonym`` (``ranklab.privacy``), never a raw id |
 | ``ts`` | when the request was served (UTC) |
 | ``arm`` | the arm that served it (the log's ``experiment_arm``) |
 | ``model_version`` | the registry version that answered |
@@ -27,6 +27,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from ranklab.privacy import Pseudonymiser, default_pseudonymiser
 from ranklab.schema import SESSION_ID, USER_ID
 
 REQUEST_ID = "request_id"
@@ -45,6 +46,9 @@ EXPOSURE_COLUMNS = (
 # The log's columns naming the experiment and the arm (serving/prediction_log.py).
 LOG_EXPERIMENT = "experiment"
 LOG_ARM = "experiment_arm"
+# The log stores users pseudonymised (serving/prediction_log.py, ranklab/privacy.py): the
+# exposures are keyed by the pseudonym, and so must be every frame joined to them by user.
+LOG_USER = "user_pseudonym"
 
 
 class ExposureError(ValueError):
@@ -60,7 +64,7 @@ def exposures_from_log(
     experiment, rows of other experiments are too. A request logged twice is an error: it
     would count its clicks twice.
     """
-    needed = [REQUEST_ID, USER_ID, "timestamp", LOG_ARM, MODEL_VERSION, SERVED_BY, LATENCY_MS, "k"]
+    needed = [REQUEST_ID, LOG_USER, "timestamp", LOG_ARM, MODEL_VERSION, SERVED_BY, LATENCY_MS, "k"]
     _require(predictions, needed, "prediction log")
     _require(clicks, [REQUEST_ID], "clicks")
     rows = predictions[predictions[LOG_ARM].notna()]
@@ -79,7 +83,7 @@ def exposures_from_log(
     frame = pd.DataFrame(
         {
             REQUEST_ID: rows[REQUEST_ID].to_numpy(),
-            USER_ID: rows[USER_ID].to_numpy(dtype="int64"),
+            USER_ID: rows[LOG_USER].to_numpy(dtype="int64"),
             TS: pd.to_datetime(rows["timestamp"], utc=True).to_numpy(),
             ARM: rows[LOG_ARM].astype(str).to_numpy(),
             MODEL_VERSION: rows[MODEL_VERSION].astype(str).to_numpy(),
@@ -94,11 +98,16 @@ def exposures_from_log(
 
 
 def pre_period_activity(
-    tables: Mapping[str, pd.DataFrame], before: pd.Timestamp | None = None
+    tables: Mapping[str, pd.DataFrame],
+    before: pd.Timestamp | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> pd.DataFrame:
     """Per user, the searches and clicks logged before the experiment (the raw tables of the
     training window): ``user_id``, ``pre_sessions``, ``pre_clicks``. CUPED's covariates:
-    they cannot be moved by the treatment, since they happened before it started."""
+    they cannot be moved by the treatment, since they happened before it started.
+
+    ``user_id`` holds the users' pseudonyms (``pseudonymiser``, default the environment's:
+    the one the prediction log used), so the covariates join the exposures."""
     sessions, clicks = tables["sessions"], tables["clicks"]
     if before is not None:
         sessions = sessions[sessions["ts"] < before]
@@ -110,6 +119,7 @@ def pre_period_activity(
         pd.DataFrame({"pre_clicks": pre_clicks}), how="left"
     )
     out = out.fillna(0).astype("int64")
+    out.index = (pseudonymiser or default_pseudonymiser()).many(out.index)
     out.index.name = USER_ID
     return out.reset_index()
 

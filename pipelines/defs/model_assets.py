@@ -7,7 +7,7 @@ import dagster as dg
 
 from models import debiasing, experiment, gate, train
 from models.evaluation import ModelEvaluation, decision_gain
-from models.model_card import TrainingSummary, write_model_card
+from models.model_card import TrainingSummary, log_model_card, write_model_card
 from models.registry import Lineage, LoggedRanker
 from pipelines.defs.resources import ModelRegistryResource, SettingsResource
 from ranklab.io import write_json, write_parquet, write_text
@@ -143,7 +143,6 @@ def promotion(
         candidate=model_evaluation[name],
         baseline=model_evaluation[train.BASELINE],
     )
-    report_md, report_json = gate.write_report(decision, cfg.reports_dir)
     card = write_model_card(
         cfg.reports_dir / "model_cards" / f"ranker-v{candidate_model.version}.md",
         model_name=name,
@@ -153,7 +152,9 @@ def promotion(
         decision=decision,
         references=[e for n, e in model_evaluation.items() if n != name],
     )
-    registry.log_artifacts(candidate_model.run_id, [report_md, report_json, card], folder="gate")
+    # The gate logged its report and record under gate/ (gate.GATE_ARTIFACTS); the card has
+    # its own folder: both files are ranker-v<N>.md.
+    log_model_card(registry, candidate_model.run_id, card)
     context.add_output_metadata(
         {
             "decision": decision.decision,

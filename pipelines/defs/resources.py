@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ranklab.settings import DataSettings, Settings, SplitSettings, get_settings
+from ranklab.settings import DataSettings, PrivacySettings, Settings, SplitSettings, get_settings
 
 
 class SettingsResource(dg.ConfigurableResource):
@@ -28,6 +28,8 @@ class SettingsResource(dg.ConfigurableResource):
     # served traffic wants its test days to be served days).
     valid_days: int = SplitSettings().valid_days
     test_days: int = SplitSettings().test_days
+    # Days of prediction-log and monitoring partitions kept (pipelines/defs/retention.py).
+    retention_days: int = PrivacySettings().retention_days
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SettingsResource:
@@ -40,6 +42,7 @@ class SettingsResource(dg.ConfigurableResource):
             seed=settings.seed,
             valid_days=settings.split.valid_days,
             test_days=settings.split.test_days,
+            retention_days=settings.privacy.retention_days,
         )
 
     def get(self) -> Settings:
@@ -60,6 +63,7 @@ class SettingsResource(dg.ConfigurableResource):
                 "split": base.split.model_copy(
                     update={"valid_days": self.valid_days, "test_days": self.test_days}
                 ),
+                "privacy": base.privacy.model_copy(update={"retention_days": self.retention_days}),
             }
         )
 

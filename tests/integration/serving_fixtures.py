@@ -12,6 +12,9 @@ graceful path that flushes the prediction log).
 constant, then raises or stalls once a trigger file appears: a fault injected into the
 model of a running server. It passes the load-time check (no trigger yet), as a model with
 a data-dependent bug would.
+
+Every version registered here is sealed (``Registry.seal``: its artifact digest recorded, as
+the gate does), since the server refuses versions without one.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ def _register(registry: Registry, training_set: TrainingSet, seed: int) -> str:
     evaluation = evaluate(test, ranker.predict(test), ranker.name, [DEVICE], seed=0, n_boot=50)
     lineage = Lineage.of(training_set, feature_views=["item_stats"], feature_service="ranker_v1")
     logged = registry.log_training_run(ranker, training_set, evaluation, lineage, params={})
+    registry.seal(logged.version)  # the digest the gate records; the server verifies it
     return logged.version
 
 
@@ -146,7 +150,9 @@ def register_fault_model(state: ServingState, trigger_dir: Path, stall_seconds: 
             signature=signature,
             registered_model_name=registry.model_name,
         )
-    return str(info.registered_model_version)
+    version = str(info.registered_model_version)
+    registry.seal(version)  # as the gate would: the server refuses unsealed versions
+    return version
 
 
 # ---- a real server ----

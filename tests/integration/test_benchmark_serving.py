@@ -43,9 +43,10 @@ def test_the_serving_benchmark_measures_bentoml_and_mlflow_serve(serving_state, 
         ("in-process: cached reader + model", 1),
         ("in-process: Feast SDK + model", 1),
         ("bentoml", 2),
+        ("bentoml (wrk)", 2),  # the same server through wrk, the external load generator
         ("mlflow models serve", 2),
     }
-    for server in ("bentoml", "mlflow models serve"):
+    for server in ("bentoml", "bentoml (wrk)", "mlflow models serve"):
         throughput, *_, errors, fallbacks, cpu, client_cpu = rows[(server, 2)]
         assert float(throughput.replace(",", "")) > 0
         assert (errors, fallbacks) == ("0", "0"), rows[(server, 2)]  # every request by the model

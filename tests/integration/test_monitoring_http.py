@@ -74,11 +74,13 @@ def test_a_simulated_day_is_served_logged_and_read_back_over_http(served):
     # in-process path computes for the same requests.
     features = SnapshotFeatures(settings)
     features.load(aggregates.compute_feature_tables(tables, pd.DatetimeIndex([traffic.start])))
+    # The log holds pseudonyms; the simulated world's ledger knows each request's user.
+    user_of = traffic.requests.set_index("request_id")[schema.USER_ID]
     requests = [
         RankingRequest(
             session_id=0,
             ts=traffic.start,
-            user_id=int(r.user_id),
+            user_id=int(user_of[r.request_id]),
             device=r.device,
             region=r.region,
             query_category=r.query_category,

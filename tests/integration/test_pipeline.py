@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dagster as dg
+import mlflow
 import pytest
 
 from features.events import write_raw
+from models.gate import GATE_ARTIFACTS
+from models.model_card import MODEL_CARD_ARTIFACTS
 from models.registry import Registry
 from pipelines.definitions import build_definitions
 from ranklab.schema import RAW_TABLES
@@ -66,6 +69,19 @@ def test_lifecycle_job_runs_end_to_end_and_promotes_the_first_candidate(settings
     assert decision.decision in {"champion", "challenger", "rejected"}
     assert (settings.reports_dir / "gate" / f"ranker-v{decision.version}.md").exists()
     assert (settings.reports_dir / "model_cards" / f"ranker-v{decision.version}.md").exists()
+    # Both documents are in the version's MLflow run, each under its own folder.
+    registry = Registry(settings)
+    run_id = registry.version(decision.version).run_id
+    with registry.activated():
+        report = mlflow.artifacts.load_text(
+            f"runs:/{run_id}/{GATE_ARTIFACTS}/ranker-v{decision.version}.md"
+        )
+        card = mlflow.artifacts.load_text(
+            f"runs:/{run_id}/{MODEL_CARD_ARTIFACTS}/ranker-v{decision.version}.md"
+        )
+    assert report.startswith(f"# Promotion gate: ranker v{decision.version} -> ")
+    assert "| artifact_scores |" in report
+    assert card.startswith("# Model card: ") and "## Gate decision" in card
     champion = Registry(settings).champion_version()
     if decision.decision == "champion":
         assert str(champion.version) == decision.version

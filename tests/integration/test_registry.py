@@ -25,8 +25,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from models.evaluation import ModelEvaluation, evaluate
-from models.gate import GateConfig, promote
-from models.model_card import TrainingSummary, write_model_card
+from models.gate import GATE_ARTIFACTS, GateConfig, promote
+from models.model_card import TrainingSummary, log_model_card, write_model_card
 from models.popularity import PopularityRanker
 from models.pyfunc import score
 from models.ranker import ListwiseRanker, RankerConfig
@@ -189,6 +189,39 @@ def test_the_model_card_is_written_after_the_gate_and_logged_with_the_run(
     assert "model_card.md" in {f.path for f in registry.client.list_artifacts(logged.run_id)}
 
 
+def test_the_gate_report_and_the_model_card_both_stay_in_the_run_under_their_own_names(
+    registry, data, baseline, rankers, tmp_path
+):
+    """Both are ranker-v<N>.md: logged into one folder, the card replaced the report."""
+    logged, evaluation = register(registry, data, rankers["full"])
+    decision = gate(registry, data, baseline, logged, evaluation)
+    card = write_model_card(
+        registry.settings.reports_dir / "model_cards" / f"ranker-v{logged.version}.md",
+        model_name="ranker",
+        version=logged.version,
+        evaluation=evaluation,
+        training=TrainingSummary.of(data),
+        decision=decision,
+        references=[baseline],
+    )
+    card_path = log_model_card(registry, logged.run_id, card)
+
+    with registry.activated():
+        report_file = mlflow.artifacts.download_artifacts(
+            run_id=logged.run_id,
+            artifact_path=f"{GATE_ARTIFACTS}/ranker-v{logged.version}.md",
+            dst_path=str(tmp_path / "report"),
+        )
+        card_file = mlflow.artifacts.download_artifacts(
+            run_id=logged.run_id, artifact_path=card_path, dst_path=str(tmp_path / "card")
+        )
+    report_text, card_text = Path(report_file).read_text(), Path(card_file).read_text()
+    assert report_text == decision.to_markdown()
+    assert report_text.startswith(f"# Promotion gate: ranker v{logged.version} -> CHAMPION")
+    assert card_text.startswith(f"# Model card: ranker v{logged.version}")
+    assert "## Gate decision: **champion**" in card_text
+
+
 def test_loading_the_champion_scores_a_frame_like_the_trained_model(
     registry, data, baseline, rankers
 ):
@@ -323,3 +356,21 @@ def test_a_training_run_records_metrics_files_and_lineage(registry, data, ranker
     assert len(tags["lineage.data_hash"]) == 16
     experiment = registry.client.get_experiment(run.info.experiment_id)
     assert experiment.artifact_location == registry.settings.mlflow_artifact_location
+
+
+def test_the_gate_records_the_digest_serving_verifies_even_after_mlflow_loads_the_model(
+    registry, data, baseline, rankers, tmp_path
+):
+    """Loading by a models:/ URI makes MLflow write a file into a local store's model folder;
+    the champion must still verify (it did not, before that file was left out)."""
+    from serving.champion import ChampionLoader, ModelDiskCache
+
+    logged, evaluation = register(registry, data, rankers["full"])
+    gate(registry, data, baseline, logged, evaluation)
+    registry.load(logged.version)  # what the gate's champion comparison and the drills do
+    recorded = registry.artifact_digest(logged.version)
+
+    loader = ChampionLoader(registry, ModelDiskCache(tmp_path / "cache"), check=lambda m: None)
+    served = loader.load_version(logged.version)
+    assert recorded is not None and served.digest == recorded
+    assert served.ranker is not None and served.pyfunc is None  # the code-free form

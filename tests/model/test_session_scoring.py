@@ -16,7 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.pyfunc import RANKER_ARTIFACT, RankerModel, as_model_input, ranker_signature
+from models.pyfunc import (
+    RANKER_ARTIFACT,
+    RankerModel,
+    as_model_input,
+    export_safe_ranker,
+    load_safe_ranker,
+    ranker_signature,
+)
 from models.ranker import ListwiseRanker, RankerConfig
 from models.sklearn_baseline import PointwiseClassifier
 from ranklab.schema import SESSION_ID
@@ -98,3 +105,50 @@ def test_the_served_champion_scores_like_the_mlflow_pyfunc(fitted, tmp_path):
         reference = pyfunc.predict(as_model_input(session, [SESSION_ID, *ranker.feature_columns]))
         frame = session[list(reversed(ranker.feature_columns))]  # the reader's own order
         np.testing.assert_array_equal(served.predict(frame), np.asarray(reference, dtype=float))
+
+
+def test_the_code_free_form_scores_bit_for_bit_like_the_pickled_ranker_and_unpickles_nothing(
+    fitted, tmp_path, monkeypatch
+):
+    """Serving reads the weights (safetensors) and preprocessing (JSON), never the pickle."""
+    ranker, test = fitted
+    with open(tmp_path / "ranker.pkl", "wb") as file:
+        pickle.dump(ranker, file)
+    example = as_model_input(test.head(5), [SESSION_ID, *ranker.feature_columns])
+    mlflow.pyfunc.save_model(
+        path=tmp_path / "model",
+        python_model=RankerModel(ranker.feature_columns),
+        artifacts={
+            RANKER_ARTIFACT: str(tmp_path / "ranker.pkl"),
+            **export_safe_ranker(ranker, tmp_path),
+        },
+        signature=ranker_signature(ranker, example),
+        input_example=example,
+    )
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("serving must not unpickle the artifact")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pickle, "load", refuse)
+        patched.setattr(pickle, "loads", refuse)
+        rebuilt = load_safe_ranker(tmp_path / "model")
+    assert rebuilt is not None
+    for session in sessions(test, limit=5):
+        matrix = session[ranker.feature_columns].to_numpy(dtype=np.float64)
+        np.testing.assert_array_equal(
+            rebuilt.predict_session(matrix), ranker.predict_session(matrix)
+        )
+
+
+def test_a_model_without_the_code_free_form_is_recognised(tmp_path, click_training_set):
+    ts = click_training_set(n_sessions=120, seed=4)
+    pointwise = PointwiseClassifier(ts.feature_columns).fit(ts.part("train"))
+    with open(tmp_path / "ranker.pkl", "wb") as file:
+        pickle.dump(pointwise, file)
+    mlflow.pyfunc.save_model(
+        path=tmp_path / "model",
+        python_model=RankerModel(pointwise.feature_columns),
+        artifacts={RANKER_ARTIFACT: str(tmp_path / "ranker.pkl")},
+    )
+    assert load_safe_ranker(tmp_path / "model") is None

@@ -161,7 +161,7 @@ def test_read_out_needs_the_arms_it_compares():
 def _log(rows):
     return pd.DataFrame(
         rows,
-        columns=["request_id", "user_id", "timestamp", "experiment", "experiment_arm",
+        columns=["request_id", "user_pseudonym", "timestamp", "experiment", "experiment_arm",
                  "served_by", "latency_ms", "k"],
     ).assign(model_version="3")  # fmt: skip
 

@@ -19,9 +19,11 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
+from models.registry import artifact_digest
 from serving.champion import (
     SOURCE_DISK_CACHE,
     SOURCE_REGISTRY,
+    ArtifactDigestError,
     ChampionHolder,
     ChampionLoader,
     LoadedModel,
@@ -175,7 +177,7 @@ def test_disk_cache_remembers_the_last_good_model_and_prunes_old_downloads(tmp_p
         os.utime(cache.folder(version), (loaded_at, loaded_at))  # the order they were loaded
         cache.remember(model(version), cache.folder(version))
 
-    assert cache.last_loaded() == ("ranker", "4", cache.folder("4"))
+    assert cache.last_loaded() == ("ranker", "4", cache.folder("4"), None)
     assert sorted(p.name for p in tmp_path.glob("v*")) == ["v2", "v3", "v4"]
 
 
@@ -242,3 +244,82 @@ def test_remember_clears_staging_folders_left_by_a_worker_that_died(tmp_path):
     cache.remember(model("4"), cache.folder("4"))
 
     assert not dead.exists() and live.exists()
+
+
+# ---- the artifact digest ----
+def digest_loader(tmp_path: Path, recorded: str | None, require: bool = True) -> ChampionLoader:
+    """A loader whose registry serves a one-file 'model' and records ``recorded``."""
+    source = tmp_path / "store"
+    source.mkdir(exist_ok=True)
+    (source / "MLmodel").write_text("flavors: {}\n")
+    registry = SimpleNamespace(
+        model_name="ranker",
+        client=SimpleNamespace(get_model_version_download_uri=lambda n, v: source.as_uri()),
+        artifact_digest=lambda version: recorded,
+    )
+    loaded = []
+    loader = ChampionLoader(
+        registry,  # type: ignore[arg-type]
+        ModelDiskCache(tmp_path / "cache"),
+        check=lambda m: None,
+        require_digest=require,
+    )
+    loader._load = lambda name, version, path, source, digest: (
+        loaded.append(digest)
+        or model(  # type: ignore[method-assign]
+            version
+        )
+    )
+    loader.loaded = loaded  # type: ignore[attr-defined]
+    return loader
+
+
+def test_bytes_with_the_recorded_digest_are_loaded(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "MLmodel").write_text("flavors: {}\n")
+    loader = digest_loader(tmp_path, artifact_digest(store))
+    loader.load_version("5")
+    assert loader.loaded == [artifact_digest(store)]  # type: ignore[attr-defined]
+
+
+def test_a_digest_mismatch_is_refused_before_loading_and_the_download_dropped(tmp_path):
+    loader = digest_loader(tmp_path, "0" * 64)
+    with pytest.raises(ArtifactDigestError, match="not the ones judged"):
+        loader.load_version("5")
+    assert loader.loaded == []  # type: ignore[attr-defined]
+    assert not loader.cache.folder("5").exists()  # the next try downloads afresh
+
+
+def test_a_version_without_a_recorded_digest_is_refused_unless_allowed(tmp_path):
+    with pytest.raises(ArtifactDigestError, match="no recorded artifact.sha256"):
+        digest_loader(tmp_path, None).load_version("5")
+    allowed = digest_loader(tmp_path, None, require=False)
+    allowed.load_version("5")
+    assert allowed.loaded == [None]  # type: ignore[attr-defined]
+
+
+def test_the_digest_changes_with_any_byte_or_name_but_not_the_location(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        (folder / "artifacts").mkdir(parents=True)
+        (folder / "MLmodel").write_text("x")
+        (folder / "artifacts" / "w.bin").write_bytes(b"\x00\x01")
+    assert artifact_digest(a) == artifact_digest(b)
+    (b / "artifacts" / "w.bin").write_bytes(b"\x00\x02")
+    assert artifact_digest(a) != artifact_digest(b)
+    (b / "artifacts" / "w.bin").write_bytes(b"\x00\x01")
+    (b / "artifacts" / "w.bin").rename(b / "artifacts" / "v.bin")
+    assert artifact_digest(a) != artifact_digest(b)
+
+
+def test_mlflows_registered_model_meta_file_is_not_part_of_the_digest(tmp_path):
+    """MLflow writes it into a local store's model folder whenever the model is loaded by a
+    models:/ URI, after the gate digested the folder."""
+    (tmp_path / "MLmodel").write_text("x")
+    before = artifact_digest(tmp_path)
+    (tmp_path / "registered_model_meta").write_text("model_name: ranker\nmodel_version: '1'\n")
+    assert artifact_digest(tmp_path) == before
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "registered_model_meta").write_text("not MLflow's: counted")
+    assert artifact_digest(tmp_path) != before

@@ -73,3 +73,23 @@ def test_a_bad_serving_value_is_refused_with_its_name(monkeypatch):
     monkeypatch.setenv("RANKLAB_SERVING__FEATURE_TIMEOUT_MS", "0")
     with pytest.raises(pydantic.ValidationError, match="feature_timeout_ms"):
         get_settings()
+
+
+def test_privacy_section_reads_its_environment_and_the_cli_hides_the_key(monkeypatch):
+    key = "pseudonym-key-that-must-not-be-printed-0123"
+    monkeypatch.setenv("RANKLAB_PRIVACY__PSEUDONYM_KEY", key)
+    monkeypatch.setenv("RANKLAB_PRIVACY__RETENTION_DAYS", "7")
+    privacy = get_settings().privacy
+    assert privacy.pseudonym_key.get_secret_value() == key
+    assert privacy.retention_days == 7
+
+    result = CliRunner().invoke(app, ["settings"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["privacy"]["retention_days"] == 7
+    assert key not in result.output
+
+
+def test_a_retention_of_zero_days_is_refused_with_its_name(monkeypatch):
+    monkeypatch.setenv("RANKLAB_PRIVACY__RETENTION_DAYS", "0")
+    with pytest.raises(pydantic.ValidationError, match="retention_days"):
+        get_settings()
