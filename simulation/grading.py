@@ -77,7 +77,7 @@ def grade_run(settings: Settings, n_boot: int = 1000) -> Grading:
     frame = scores.merge(impression_truth(settings), on=[SESSION_ID, ITEM_ID], how="left")
     if frame[TRUE_RELEVANCE].isna().any():
         raise ValueError("test rows the world did not generate: the run is not this world's")
-    models = [c for c in system if c in scores.columns]
+    models = [c for c in scores.columns if c in system]  # the pipeline's line-up order
     truth = {name: _truth_ndcg(frame, frame[name].to_numpy()) for name in models}
     truth[ORACLE] = _truth_ndcg(frame, frame[EXPECTED_UTILITY].to_numpy())
     truth[NOISY_ORACLE] = _truth_ndcg(frame, frame[TRUE_UTILITY].to_numpy())
