@@ -48,7 +48,7 @@ def test_the_loop_runs_blind_and_retrains_through_the_gate(tmp_path):
     settings = Settings(
         state_dir=tmp_path / "state",
         simulation_dir=world,
-        split=SplitSettings(valid_days=2, test_days=3),
+        split=SplitSettings(valid_days=3, test_days=7),  # as `ranklab drift-demo` sets them
     )
     result = run_drift_demo(
         settings, "silent_degradation", days_before=6, days_after=2, port=_free_port(), echo=print
