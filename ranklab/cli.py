@@ -21,12 +21,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 def run(
     scale: float = typer.Option(None, help="Data scale (default: settings, 1.0)."),
     job: str = typer.Option("lifecycle", help="Dagster job to run."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Print Dagster's full event log here too."
+    ),
 ) -> None:
-    """Run the whole lifecycle as one Dagster job and print its summary."""
+    """Run the whole lifecycle as one Dagster job: a line per asset, then the summary."""
     from pipelines.run import run_job
 
     overrides = {} if scale is None else {"scale": scale}
-    ok = run_job(job, **overrides)
+    ok = run_job(job, verbose=verbose, **overrides)
     raise typer.Exit(0 if ok else 1)
 
 

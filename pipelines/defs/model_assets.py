@@ -1,10 +1,13 @@
 """Stage 3, models: train every model on the same training set, evaluate them side by side
 on the test days, log the candidate to MLflow, and let the gate alone decide `champion`."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from models import experiment, gate, train
 from models.evaluation import ModelEvaluation
+from models.metrics import PRIMARY_METRIC
 from models.model_card import TrainingSummary, write_model_card
 from models.registry import Lineage, LoggedRanker
 from pipelines.defs.resources import ModelRegistryResource, SettingsResource
@@ -20,6 +23,7 @@ def trained_models(
     trained = train.train_models(training_data, seed=settings.get().seed, progress=True)
     context.add_output_metadata(
         {f"fit_seconds.{t.name}": round(t.fit_seconds, 2) for t in trained.values()}
+        | {"headline": ", ".join(trained)}
     )
     return {name: t.model for name, t in trained.items()}
 
@@ -39,10 +43,13 @@ def model_evaluation(
     out_dir = cfg.reports_dir / "evaluation"
     experiment.write_comparison(table, out_dir / "comparison.md")
     plots = experiment.write_plots(training_data, trained_models, evaluations, out_dir)
+    candidate = train.candidate_name(trained_models)
     context.add_output_metadata(
         {
             "summary": dg.MetadataValue.md(table.to_markdown(index=False)),
             "plots": [str(p) for p in plots],
+            # The progress line: the candidate's primary metric, as the table states it.
+            "headline": f"{candidate} {PRIMARY_METRIC} (clicks) {evaluations[candidate].primary()}",
         }
     )
     return evaluations
@@ -73,7 +80,14 @@ def candidate_model(
         params=train.describe(ranker),
         artifacts=plots,
     )
-    context.add_output_metadata({"model": name, "version": logged.version, "run_id": logged.run_id})
+    context.add_output_metadata(
+        {
+            "model": name,
+            "version": logged.version,
+            "run_id": logged.run_id,
+            "headline": f"{name} registered as version {logged.version}",
+        }
+    )
     return logged
 
 
@@ -113,8 +127,29 @@ def promotion(
     context.add_output_metadata(
         {
             "decision": decision.decision,
+            "headline": f"v{candidate_model.version} -> {decision.decision}",
+            "brief": gate_brief(decision, report_md),
             "summary": dg.MetadataValue.md(decision.to_markdown()),
             "model_card": dg.MetadataValue.path(str(card)),
         }
     )
     return decision
+
+
+DETAIL_CHARS = 90  # a check's detail on the terminal; the report has it whole
+
+
+def gate_brief(decision: gate.GateDecision, report: Path) -> str:
+    """The decision in a few terminal lines: one per check, the full report's path last."""
+    config = decision.config
+    lines = [
+        f"gate: {decision.model_name} v{decision.version} -> {decision.decision.upper()}"
+        f"{' (FORCED)' if decision.forced else ''}, vs {decision.reference} on "
+        f"{decision.n_sessions} test sessions ({config.metric} on {config.gain})"
+    ]
+    for check in decision.checks:
+        short = check.passed and len(check.detail) > DETAIL_CHARS  # a failure is shown whole
+        detail = check.detail[: DETAIL_CHARS - 3] + "..." if short else check.detail
+        lines.append(f"  {'pass' if check.passed else 'FAIL'}  {check.name:<21} {detail}")
+    lines.append(f"  report: {report}")
+    return "\n".join(lines)

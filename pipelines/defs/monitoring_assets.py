@@ -44,11 +44,23 @@ def monitoring_reference(
     ranking quality when it ranks the test days); nothing when the gate did not promote."""
     version = str(candidate_model.version)
     if promotion.decision != "champion":
-        context.add_output_metadata({"built": False, "reason": f"v{version} not champion"})
+        context.add_output_metadata(
+            {
+                "built": False,
+                "reason": (why := f"v{version} not champion"),
+                "headline": f"not built: {why}",
+            }
+        )
         return
     if not training_data.has_ground_truth:
         # The ranking reference replays searches under the generator's click model.
-        context.add_output_metadata({"built": False, "reason": "no ground truth (real data)"})
+        context.add_output_metadata(
+            {
+                "built": False,
+                "reason": (why := "no ground truth (real data)"),
+                "headline": f"not built: {why}",
+            }
+        )
         return
     model = RegisteredScorer(model_registry.registry(), version)
     reference = build_reference(training_data, model, model_version=version)
@@ -58,6 +70,7 @@ def monitoring_reference(
             "built": True,
             "model_version": version,
             "rows": len(reference.candidates),
+            "headline": f"v{version}: {len(reference.candidates):,} reference rows",
             "path": dg.MetadataValue.path(str(path)),
         }
     )
