@@ -18,6 +18,13 @@ for _var, _value in {
 }.items():
     os.environ.setdefault(_var, _value)
 
+# Feast's modules run warnings.simplefilter("once", DeprecationWarning) when first imported,
+# which puts that filter ahead of pyproject's filterwarnings wherever the import happens (a
+# test module's collection): our own deprecation warnings would print once, not fail, and
+# the allow-list would stop applying. Imported here, before any collection, the filters
+# pytest applies around each collected module and each test stay ahead of Feast's.
+import feast  # noqa: E402, F401
+
 from ranklab.settings import DataSettings, Settings  # noqa: E402
 
 
