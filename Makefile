@@ -38,12 +38,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
-setup: $(VENV)/.installed ## Create .venv and install everything (idempotent, ~3 min fresh)
+# The playground's browser test drives Debian's Chromium (a browser download does not work
+# offline). Installed when missing, as root or with sudo; skipped, saying so, otherwise.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "chromium missing and not root: the browser test will skip (apt-get install chromium chromium-driver)"; exit 0; fi; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+	  || { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+setup: $(VENV)/.installed $(CHROMIUM) ## Create .venv and install everything, Chromium included (idempotent, ~3 min fresh)
 	@mkdir -p $(DAGSTER_HOME) && cp -n pipelines/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	@echo "ready: $(VENV) ($$($(BIN)/python -c 'import ranklab; print(ranklab.__version__)'))"
 
-run: setup ## Run the whole lifecycle on the embedded default data (Dagster job)
-	$(BIN)/ranklab run
+run: setup ## Run the whole lifecycle on the embedded default data (Dagster job; V=1: full log)
+	@$(BIN)/ranklab run $(if $(V),-v,)
 
 test: setup ## Run every test, the slow end-to-end ones included (what CI runs)
 	$(BIN)/python -m pytest
