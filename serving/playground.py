@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,12 +105,16 @@ class PlaygroundModels:
             check=lambda model: check_model(model, columns),
         )
         self._followed: dict[str, _Followed] = {}
+        self._lock = threading.Lock()  # requests ask from worker threads (asyncio.to_thread)
 
     def holder(self, ref: ModelRef):
         """The holder for ``ref`` (the service's own for the champion); loads on first use."""
         if ref.is_champion:
             return self.runtime.champion
-        key = str(ref)
+        with self._lock:
+            return self._followed_holder(str(ref), ref)
+
+    def _followed_holder(self, key: str, ref: ModelRef):
         followed = self._followed.get(key)
         if followed is None:
             if len(self._followed) >= MAX_COMPARED_MODELS:
@@ -221,22 +226,26 @@ class Playground:
         return JSONResponse({"note": COMPARE_NOTE, "results": results})
 
     async def _score(self, body: CompareRequest, ref: ModelRef) -> dict[str, Any]:
+        """One model's answer in /rank's shape (items best first, served_by, cold_start)."""
         from serving.ranking import top_k
-        from serving.runtime import _cold_start, _ranked_items
 
         holder = await asyncio.to_thread(self.models().holder, ref)
         scored = await self.runtime().engine.score(
             body.user_id, body.context.query_category, body.candidates, holder
         )
         best = top_k(scored.scores, len(body.candidates))
-        cold = _cold_start(scored)
+        features = scored.features  # None: the store was not read, nothing is known
         return {
             "model": str(ref),
             "model_name": scored.model_name,
             "model_version": scored.model_version,
             "served_by": scored.served_by,
-            "cold_start": None if cold is None else cold.model_dump(),
-            "items": _ranked_items(body.candidates, scored.scores, best),
+            "cold_start": None
+            if features is None
+            else {"user": features.cold_user, "items": features.cold_items},
+            "items": [
+                {"item_id": body.candidates[i], "score": float(scored.scores[i])} for i in best
+            ],
             "unavailable": None if holder.current is not None else _why_unavailable(holder, ref),
         }
 

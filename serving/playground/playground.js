@@ -56,7 +56,8 @@ async function load() {
   $("against").hidden = against.length === 0;
   if (against.length === 0) $("compare").title = "only one model is registered: run `make run` again for a second";
   const champion = options.champion;
-  $("service").textContent = champion ? `champion v${champion.version} · experiment ${options.experiment}` : "no champion: popularity fallback";
+  const experiment = options.experiment === "none" ? "no experiment" : `experiment: ${options.experiment}`;
+  $("service").textContent = champion ? `champion v${champion.version} · ${experiment}` : "no champion: popularity fallback";
 }
 
 function candidates() {
