@@ -87,8 +87,8 @@ rollback: setup ## Point `champion` back at the previous champion (REASON="...")
 simulate: setup ## Drift drill: DAYS of traffic with SCENARIO from CHANGE_DAY, monitored daily
 	$(BIN)/ranklab simulate --scenario $(SCENARIO) --days $(DAYS) --change-day $(CHANGE_DAY)
 
-drift-demo: setup ## The monitoring loop end to end in .state/drift-demo: drift, alert, sensor, retrain, swap (DEMO_SCENARIO=)
-	$(BIN)/ranklab drift-demo --scenario $(DEMO_SCENARIO)
+drift-demo: setup ## The monitoring loop end to end in .state/drift-demo: drift, alert, sensor, retrain, swap (DEMO_SCENARIO=; V=1: full log)
+	@$(BIN)/ranklab drift-demo --scenario $(DEMO_SCENARIO) $(if $(V),-v,)
 
 lab: setup ## Start workshop lab N with its state and clean code (N=3; FORCE=1 discards edits)
 	$(BIN)/ranklab lab $${N:?set N=<lab number>} $(if $(FORCE),--force,)

@@ -38,9 +38,12 @@ class _CheckTally:
 class RunProgress(logging.Handler):
     """Prints the run's progress on ``out`` and writes every record to ``log``."""
 
-    def __init__(self, out: TextIO, log: TextIO, indent: str = "  ") -> None:
+    def __init__(
+        self, out: TextIO, log: TextIO, indent: str = "  ", asset_lines: bool = True
+    ) -> None:
         super().__init__(level=logging.DEBUG)
         self.out, self.log, self.indent = out, log, indent
+        self.asset_lines = asset_lines  # False: print failures only (a run that repeats often)
         self.planned: list[str] = []  # the job's steps in order (with_progress sets them)
         self._formatter = logging.Formatter(LOG_FORMAT)
         self._started: dict[str, float] = {}  # step key -> record time
@@ -93,7 +96,8 @@ class RunProgress(logging.Handler):
             return
         self._flush_checks()  # the checks that ran before this step, on one line per asset
         for asset, metadata in self._materialized.pop(step, []) or [(step, {})]:
-            self._print(_line(asset, seconds, key_figure(metadata)))
+            if self.asset_lines:
+                self._print(_line(asset, seconds, key_figure(metadata)))
 
     def _on_step_failure(self, step: str, event: dg.DagsterEvent) -> None:
         error = event.step_failure_data.error
@@ -105,6 +109,8 @@ class RunProgress(logging.Handler):
 
     def _flush_checks(self) -> None:
         for asset, tally in self._checks.items():
+            if self.asset_lines is False and not tally.failed:
+                continue
             total = tally.passed + len(tally.failed)
             figure = f"{tally.passed}/{total} checks passed"
             if tally.failed:

@@ -12,8 +12,10 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -44,15 +46,41 @@ def event_log_path(settings: Settings, job_name: str) -> Path:
 
 
 @contextmanager
-def run_output(log_path: Path, verbose: bool) -> Iterator[tuple[TextIO, TextIO]]:
+def run_output(
+    log_path: Path, verbose: bool, held: Sequence[warnings.WarningMessage] = ()
+) -> Iterator[tuple[TextIO, TextIO]]:
     """(terminal, log): the log file opened; unless ``verbose``, library output and
-    third-party warnings redirected into it (``ranklab.console.quiet_output``)."""
+    third-party warnings (``held`` ones first) redirected into it (``quiet_output``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with (
         open(log_path, "a", encoding="utf-8", buffering=1) as log,
-        nullcontext(sys.stdout) if verbose else quiet_output(log) as terminal,
+        _shown(held) if verbose else quiet_output(log, held) as terminal,
     ):
         yield terminal, log
+
+
+@contextmanager
+def _shown(held: Sequence[warnings.WarningMessage]) -> Iterator[TextIO]:
+    for w in held:  # verbose: every warning on the terminal, as Python shows them
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, line=w.line)
+    yield sys.stdout
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Where a command's runs report: the terminal, the log file, and whether verbose."""
+
+    terminal: TextIO
+    log: TextIO
+    verbose: bool = False
+    indent: str = "  "
+
+    def job(
+        self, job: dg.JobDefinition, asset_lines: bool = True
+    ) -> tuple[dg.JobDefinition, dict[str, object]]:
+        """``job`` reporting here (``with_progress``); ``asset_lines=False``: failures only."""
+        handler = RunProgress(self.terminal, self.log, self.indent, asset_lines)
+        return with_progress(job, handler, self.verbose)
 
 
 def with_progress(

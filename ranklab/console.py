@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import TextIO
@@ -41,8 +41,18 @@ def is_own_file(filename: str) -> bool:
 
 
 @contextmanager
-def quiet_output(log: TextIO) -> Iterator[TextIO]:
-    """Send stdout, stderr and third-party warnings to ``log``; yield the real stdout."""
+def held_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Hold the warnings raised inside (a command's imports, before it knows its log file);
+    ``quiet_output(log, held)`` then sends each where it belongs."""
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("default")  # each once per place, as Python shows them
+        yield held
+
+
+@contextmanager
+def quiet_output(log: TextIO, held: Sequence[warnings.WarningMessage] = ()) -> Iterator[TextIO]:
+    """Send stdout, stderr and third-party warnings to ``log``; yield the real stdout.
+    ``held`` (from ``held_warnings``) are sent the same way first."""
     global _console
     terminal, previous_console = sys.stderr, _console
     lines = sys.stdout
@@ -53,6 +63,8 @@ def quiet_output(log: TextIO) -> Iterator[TextIO]:
         target.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     _console, warnings.showwarning = terminal, showwarning
+    for w in held:
+        showwarning(w.message, w.category, w.filename, w.lineno, line=w.line)
     try:
         with redirect_stdout(log), redirect_stderr(log):
             yield lines

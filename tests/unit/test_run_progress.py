@@ -119,3 +119,17 @@ def test_pytest_turns_a_warning_from_our_modules_into_an_error():
         warnings.warn_explicit("old call", DeprecationWarning, "models/x.py", 1, module="models.x")
     with pytest.raises(UserWarning, match="ours"):
         warnings.warn_explicit("ours", UserWarning, "serving/x.py", 1, module="serving.x")
+
+
+def test_warnings_held_before_the_log_exists_are_sent_where_they_belong(capsys):
+    import pipelines.progress as own_module
+    from ranklab.console import held_warnings
+
+    with held_warnings() as held:  # a command's imports, before its log file is known
+        warnings.warn_explicit("a dependency's import warns", UserWarning, "/venv/y.py", 1)
+        warnings.warn_explicit("ours warns", UserWarning, own_module.__file__, 2)
+    log = io.StringIO()
+    with quiet_output(log, held):
+        pass
+    assert "a dependency's import warns" in log.getvalue()
+    assert "ours warns" in capsys.readouterr().err and "ours warns" not in log.getvalue()
