@@ -10,19 +10,30 @@ value must appear in the document's text and agree with its source:
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
-from models.gate import GateConfig
-from monitoring.abtest.readout import ReadoutConfig
-from ranklab.settings import Settings
-
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "docs" / "problem-framing.md", *sorted((ROOT / "docs" / "decisions").glob("0*.md"))]
 TABLE_HEADING = "## Figures and their sources"
-CONFIGS = {"settings": Settings, "gate": GateConfig, "readout": ReadoutConfig}
+# Source kind -> (module, class) whose defaults a row quotes. Imported by name: a project made
+# with `ranklab new --without abtest` has no readout, and its rows are not checked there.
+CONFIGS = {
+    "settings": ("ranklab.settings", "Settings"),
+    "gate": ("models.gate", "GateConfig"),
+    "readout": ("monitoring.abtest.readout", "ReadoutConfig"),
+}
+
+
+def config_default(kind: str, field: str) -> object:
+    module, name = CONFIGS[kind]
+    actual = getattr(importlib.import_module(module), name)()
+    for part in field.split("."):
+        actual = getattr(actual, part)
+    return actual
 
 
 def figure_rows(doc: Path) -> tuple[str, list[tuple[str, str, str]]]:
@@ -45,9 +56,10 @@ def problem(value: str, source: str, body: str) -> str | None:
         return f"{value!r} is in the sources table but not quoted in the text"
     kind, _, field = source.partition(":")
     if kind in CONFIGS and field:
-        actual = CONFIGS[kind]()
-        for part in field.split("."):
-            actual = getattr(actual, part)
+        try:
+            actual = config_default(kind, field)
+        except ModuleNotFoundError:
+            return None  # a stage `ranklab new` left out: nothing to check the figure against
         number = float(value.replace(",", "").rstrip("%"))
         return None if float(actual) == number else f"{source} is {actual}, the doc says {value}"
     path = ROOT / source
