@@ -39,12 +39,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 # System tools the tests and the benchmark run: promtool (Debian's prometheus package: the
-# alert rules' unit tests) and wrk (the external load generator of benchmarks/serving.py).
-# Installed only when missing, so a second `make setup` touches nothing.
-SYSTEM_TOOLS := promtool:prometheus wrk:wrk
+# alert rules' unit tests), wrk (the external load generator of benchmarks/serving.py) and
+# Chromium with its driver (the playground's browser test: a browser download does not work
+# offline). Installed only when missing, so a second `make setup` touches nothing.
+SYSTEM_TOOLS := promtool:prometheus wrk:wrk chromium:chromium chromedriver:chromium-driver
 APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
 
-setup: $(VENV)/.installed ## Create .venv and install everything (idempotent, ~3 min fresh)
+setup: $(VENV)/.installed ## Create .venv and install everything, system tools included (idempotent, ~3 min fresh)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -55,8 +56,8 @@ setup: $(VENV)/.installed ## Create .venv and install everything (idempotent, ~3
 	@mkdir -p $(DAGSTER_HOME) && cp -n pipelines/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	@echo "ready: $(VENV) ($$($(BIN)/python -c 'import ranklab; print(ranklab.__version__)'))"
 
-run: setup ## Run the whole lifecycle on the embedded default data (Dagster job)
-	$(BIN)/ranklab run
+run: setup ## Run the whole lifecycle on the embedded default data (Dagster job; V=1: full log)
+	@$(BIN)/ranklab run $(if $(V),-v,)
 
 test: setup ## Run every test, the slow end-to-end ones included (what CI runs)
 	$(BIN)/python -m pytest
@@ -92,8 +93,8 @@ rollback: setup ## Point `champion` back at the previous champion (REASON="...")
 simulate: setup ## Drift drill: DAYS of traffic with SCENARIO from CHANGE_DAY, monitored daily
 	$(BIN)/ranklab simulate --scenario $(SCENARIO) --days $(DAYS) --change-day $(CHANGE_DAY)
 
-drift-demo: setup ## The monitoring loop end to end in .state/drift-demo: drift, alert, sensor, retrain, swap (DEMO_SCENARIO=)
-	$(BIN)/ranklab drift-demo --scenario $(DEMO_SCENARIO)
+drift-demo: setup ## The monitoring loop end to end in .state/drift-demo: drift, alert, sensor, retrain, swap (DEMO_SCENARIO=; V=1: full log)
+	@$(BIN)/ranklab drift-demo --scenario $(DEMO_SCENARIO) $(if $(V),-v,)
 
 lab: setup ## Start workshop lab N with its state and clean code (N=3; FORCE=1 discards edits)
 	$(BIN)/ranklab lab $${N:?set N=<lab number>} $(if $(FORCE),--force,)

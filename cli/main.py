@@ -27,8 +27,11 @@ def run(
         "run with its ground truth afterwards. --no-world runs on whatever export is in the "
         "landing folder (your own data) and grades nothing.",
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Print Dagster's full event log here too."
+    ),
 ) -> None:
-    """Run the whole lifecycle as one Dagster job and print its summary."""
+    """Run the whole lifecycle as one Dagster job: a line per asset, then the summary."""
     from pipelines.run import run_job
 
     settings = get_settings()
@@ -39,7 +42,7 @@ def run(
         from simulation.world import publish
 
         publish(settings)
-    ok = run_job(job, settings=settings)
+    ok = run_job(job, verbose=verbose, settings=settings)
     if ok and world and job == "lifecycle":
         from simulation.grading import grade_run
 
@@ -114,10 +117,16 @@ def drift_demo(
         3, min=1, help="Days before them for early stopping (the rest of the served days train)."
     ),
     port: int = typer.Option(3002, help="Port on 127.0.0.1 for the demo's service."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Print Dagster's full event log here too."
+    ),
 ) -> None:
     """The monitoring loop end to end in .state/drift-demo (deleted first): pipeline, service,
     drifted traffic, monitoring partitions, sensor, retraining, gate, swap, recovery."""
-    from simulation.drift_demo import run_drift_demo
+    from ranklab.console import held_warnings
+
+    with held_warnings() as early:  # the libraries' import-time warnings: to the demo's log
+        from simulation.drift_demo import run_drift_demo
 
     base = get_settings()
     data = base.data if scale is None else base.data.model_copy(update={"scale": scale})
@@ -125,7 +134,16 @@ def drift_demo(
     settings = base.model_copy(
         update={"state_dir": base.root / "drift-demo", "data": data, "split": split}
     )
-    result = run_drift_demo(settings, scenario, days_before, days_after, port, echo=typer.echo)
+    result = run_drift_demo(
+        settings,
+        scenario,
+        days_before,
+        days_after,
+        port,
+        echo=typer.echo,
+        verbose=verbose,
+        held_warnings=early,
+    )
     typer.echo(result.windows.to_markdown(index=False))
     typer.echo("\n| step | seconds |\n|---|---|")
     for name, seconds in result.steps:

@@ -100,6 +100,7 @@ def render_model_card(
         _slices_section(evaluation),
         _gate_section(decision),
         _limitations_section(evaluation, training),
+        _risks_section(evaluation, training),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -223,6 +224,75 @@ def _limitations_section(evaluation: ModelEvaluation, training: TrainingSummary)
     )
     items += _slice_limitations(evaluation.slices)
     return "## Known limitations\n\n" + "\n".join(f"- {item}" for item in items)
+
+
+# Failure mode -> who it hits first -> what in ranklab watches for it -> the runbook. The
+# watchers are the monitoring checks, serving metrics and gate checks that exist in this
+# codebase; the affected slices are filled in from this model's own slice table.
+RISKS = (
+    (
+        "Feature drift: served features move away from the training days (new prices, a "
+        "category's catalogue changes)",
+        "every user; first the weakest slices",
+        "`monitoring_window` (Evidently feature drift per served day against this version's "
+        "reference) raises an alert; the retraining sensor reads it",
+        "docs/runbooks/drift-alert.md",
+    ),
+    (
+        "Silent quality loss: features look normal, users stop liking what ranks first",
+        "every user",
+        "ranking quality on served traffic (`ranking_quality.hit_rate@10` against the "
+        "reference) in `monitoring_window`",
+        "docs/runbooks/retraining.md",
+    ),
+    (
+        "The online store or the model fails or is slow: popularity answers",
+        "every request while it lasts",
+        "`served_by` in every response, `ranklab_rank_fallbacks` and `/readyz`; the A/B "
+        "readout's fallback-rate guardrail",
+        "docs/runbooks/serving-fallback-rate.md",
+    ),
+    (
+        "Cold start: a new user or item is scored with default features",
+        "new users (`user_segment=new`) and new items",
+        "`cold_start` in every response and `ranklab_cold_start`",
+        "models/README.md",
+    ),
+    (
+        "A bad version promoted, or a slice that regresses",
+        "the slices below",
+        "the gate's `no_slice_regression` and `no_loss_vs_champion` at every promotion; "
+        "`make rollback`",
+        "docs/runbooks/model-rollback.md",
+    ),
+)
+
+
+def _risks_section(evaluation: ModelEvaluation, training: TrainingSummary) -> str:
+    """Known failure modes, the slices they hit first, and what monitoring watches."""
+    rows = [
+        "| failure mode | affected | what watches for it | runbook |",
+        "|---|---|---|---|",
+        *(f"| {mode} | {who} | {watch} | `{book}` |" for mode, who, watch, book in RISKS),
+    ]
+    slices = _weakest_slices(evaluation.slices)
+    weakest = (
+        f"Weakest judged slices of this version ({PRIMARY_METRIC}, observed label, gap to "
+        f"overall): {slices}."
+        if slices
+        else "No slice large enough to judge: quality per group is unknown."
+    )
+    return "## Risks and what watches for them\n\n" + "\n".join(rows) + f"\n\n{weakest}"
+
+
+def _weakest_slices(table: pd.DataFrame, n: int = 3) -> str:
+    if table.empty:
+        return ""
+    judged = table[~table["too_small"]].sort_values("gap_to_overall")
+    return ", ".join(
+        f"{r.slice}={r.value} {r.mean:.3f} ({r.gap_to_overall:+.3f}, n={r.n_sessions})"
+        for r in judged.head(n).itertuples()
+    )
 
 
 def _slice_limitations(table: pd.DataFrame) -> list[str]:

@@ -10,14 +10,16 @@ Input: one row per (session, candidate item): ``session_id`` plus the ranker's f
 columns. The session key is part of the contract because listwise rankers score an item
 relative to the other items of its session (serving passes one request as one session).
 
-The fitted ranker is stored as a pickle artifact beside the MLmodel file and unpickled in
-``load_context`` (for MLflow's users: the gate, notebooks, ``mlflow models serve``).
-A ``ListwiseRanker`` is also stored in a form that runs no code when read: its weights as
-``safetensors`` and its preprocessing and shape as JSON (``SAFE_WEIGHTS``,
-``SAFE_PREPROCESSING``). The service reads only those (``load_safe_ranker``): unpickling
-runs whatever code the file holds, and the service must not run code from an artifact. Pickle refers to classes by import path, so the process that loads the
-model must be able to import the installed ranklab packages (``models``, ``features``,
-``ranklab``): the same virtual environment as training. Serving, the gate and the
+The wrapper is logged as code (``models/pyfunc_model.py``, MLflow's "models from code"):
+MLflow stores that file, not a pickled wrapper object. The fitted ranker is stored as a
+pickle artifact beside the MLmodel file and unpickled in ``load_context`` (for MLflow's
+users: the gate, notebooks, ``mlflow models serve``). A ``ListwiseRanker`` is also stored in
+a form that runs no code when read: its weights as ``safetensors`` and its preprocessing and
+shape as JSON (``SAFE_WEIGHTS``, ``SAFE_PREPROCESSING``). The service reads only those
+(``load_safe_ranker``): unpickling runs whatever code the file holds, and the service must
+not run code from an artifact. Pickle refers to classes by import path, so the process that
+loads the model must be able to import the installed ranklab packages (``models``,
+``features``, ``ranklab``): the same virtual environment as training. Serving, the gate and the
 notebooks all run in that venv; MLflow's captured pip requirements are a record, not what
 makes loading work.
 """
@@ -55,19 +57,31 @@ MODEL_NAME = "model"  # the logged model's name inside its run
 # Recorded in the MLmodel so a reader sees what the model was built with. Listing them
 # also spares MLflow from inferring requirements, which loads the model in a subprocess.
 _REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "torch")
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # the file MLflow stores and runs
 
 
 class RankerModel(mlflow.pyfunc.PythonModel):
     """Scores a feature frame with the fitted ranker stored in the ``ranker`` artifact."""
 
-    def __init__(self, feature_columns: list[str]) -> None:
-        # Only the column list is pickled with this wrapper; the ranker itself is an artifact.
-        self.input_columns = input_columns(feature_columns)
+    def __init__(self) -> None:
+        # Filled by load_context from the ranker artifact: the wrapper itself holds nothing.
+        self.input_columns: list[str] = []
         self.ranker_: Ranker | None = None
+
+    @classmethod
+    def around(cls, ranker: Ranker) -> RankerModel:
+        """A wrapper already holding ``ranker``, as load_context leaves it (in-process use)."""
+        model = cls()
+        model._hold(ranker)
+        return model
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         with open(context.artifacts[RANKER_ARTIFACT], "rb") as file:
-            self.ranker_ = pickle.load(file)
+            self._hold(pickle.load(file))
+
+    def _hold(self, ranker: Ranker) -> None:
+        self.ranker_ = ranker
+        self.input_columns = input_columns(ranker.feature_columns)
 
     def predict(
         self,
@@ -145,7 +159,7 @@ def log_ranker(
             artifacts.update(export_safe_ranker(ranker, Path(tmp)))
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
-            python_model=RankerModel(ranker.feature_columns),
+            python_model=str(MODEL_CODE),  # models from code: no pickled wrapper
             artifacts=artifacts,
             signature=ranker_signature(ranker, example),
             input_example=example,

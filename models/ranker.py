@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from models.base import require_features
 from models.evaluation import default_no_relevant, session_metrics
 from models.metrics import PRIMARY_METRIC
+from ranklab.console import console
 from ranklab.schema import DEBIASED_LABEL, LABEL, SESSION_ID
 
 # Intra-op threads while fitting and scoring. One: this MLP's matrix products are too small
@@ -292,7 +293,15 @@ class ListwiseRanker:
         )
         stopping = EarlyStopping(cfg.patience)
         self.history_: list[dict[str, float]] = []
-        bar = tqdm(range(1, cfg.epochs + 1), desc=self.name, disable=not self.progress, leave=False)
+        # On the terminal even while a run sends library output to its log (ranklab.console);
+        # disable=None: no bar when the terminal is not a TTY (CI logs, pipes).
+        bar = tqdm(
+            range(1, cfg.epochs + 1),
+            desc=self.name,
+            disable=None if self.progress else True,
+            leave=False,
+            file=console(),
+        )
         for epoch in bar:
             record = {"epoch": epoch, "train_loss": self._train_epoch(slates, optimizer, shuffle)}
             if valid is not None:

@@ -1,7 +1,14 @@
 """The summary ``ranklab run`` prints: read back from the run's own materialisation metadata
-and check evaluations, so what a person reads is what Dagster recorded."""
+and check evaluations, so what a person reads is what Dagster recorded.
+
+The per-asset lines above it (``pipelines/progress.py``) already name the raw row counts and
+the feature views; the summary keeps what a person acts on: checks, splits, the evaluation
+table as the evaluation asset wrote it (its columns are its own), and the gate's decision.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import dagster as dg
 
@@ -26,29 +33,22 @@ def _checks(result: dg.ExecuteInProcessResult) -> list[tuple[str, bool, str]]:
     return sorted(rows)
 
 
-def format_summary(result: dg.ExecuteInProcessResult, settings: Settings, seconds: float) -> str:
+def format_summary(
+    result: dg.ExecuteInProcessResult,
+    settings: Settings,
+    seconds: float,
+    log_path: Path | None = None,
+) -> str:
     meta = _metadata_by_asset(result)
     lines = [
         f"\n== ranklab run: {'succeeded' if result.success else 'FAILED'} in {seconds:.0f} s =="
     ]
-
-    raw = meta.get("raw_events", {})
-    if raw:
-        rows = ", ".join(
-            f"{k.removeprefix('rows.')} {v:,}" for k, v in raw.items() if k.startswith("rows.")
-        )
-        lines.append(f"raw events ({raw.get('source')}, as of {raw.get('as_of')}): {rows}")
 
     checks = _checks(result)
     if checks:
         passed = sum(ok for _, ok, _ in checks)
         lines.append(f"data checks: {passed}/{len(checks)} passed")
         lines += [f"  FAILED {name}: {why}" for name, ok, why in checks if not ok]
-
-    if "feature_registry" in meta:
-        reg = meta["feature_registry"]
-        lines.append(f"feature views: {', '.join(reg['feature_views'])}")
-        lines.append(f"feature services: {', '.join(reg['feature_services'])}")
 
     if "training_data" in meta:
         td = meta["training_data"]
@@ -59,15 +59,24 @@ def format_summary(result: dg.ExecuteInProcessResult, settings: Settings, second
                 f"  {split:<5} {td[f'{split}.sessions']:>6,} sessions {td[f'{split}.rows']:>8,} rows  {dates}"
             )
 
-    for asset in ("model_evaluation", "promotion"):
-        summary = meta.get(asset, {}).get("summary")
-        if summary:
-            lines.append(str(summary))
+    evaluation = meta.get("model_evaluation", {}).get("summary")
+    if evaluation:
+        lines.append(str(evaluation))  # the evaluation's own table, whatever its columns
+    promotion = meta.get("promotion", {})
+    gate = promotion.get("brief") or promotion.get("summary")  # brief: the terminal's version
+    if gate:
+        lines.append(str(gate))
 
-    lines.append(f"state: {settings.root}")
+    log = "" if log_path is None else f"; event log: {log_path} (`ranklab run -v` shows it)"
+    lines.append(f"state: {settings.root}{log}")
     lines.append("next: `make ui` (Dagster, :3000), `make mlflow-ui` (MLflow, :5000)")
     return "\n".join(lines)
 
 
-def print_summary(result: dg.ExecuteInProcessResult, settings: Settings, seconds: float) -> None:
-    print(format_summary(result, settings, seconds))
+def print_summary(
+    result: dg.ExecuteInProcessResult,
+    settings: Settings,
+    seconds: float,
+    log_path: Path | None = None,
+) -> None:
+    print(format_summary(result, settings, seconds, log_path), flush=True)

@@ -88,6 +88,11 @@ class ServingSettings(_Section):
         description="When set, every request but the probes and /metrics must send it in the "
         "'x-api-key' header (401 otherwise).",
     )
+    playground: bool = Field(
+        True,
+        description="Serve the playground page at /playground (serving/playground.py): the "
+        "page calls POST /rank, and /playground/api/compare scores with two models side by side.",
+    )
     max_body_bytes: int = Field(
         64 * 1024,
         gt=0,

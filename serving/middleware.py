@@ -2,7 +2,8 @@
 
 ``RequestGuard`` answers before BentoML parses anything:
 - 401 when an API key is configured (``RANKLAB_SERVING__API_KEY``) and the request does not
-  send it in ``x-api-key`` (the probes and /metrics stay open for the orchestrator);
+  send it in ``x-api-key`` (the probes and /metrics stay open for the orchestrator, and the
+  playground's static files for a browser: the page sends the key it is given);
 - 413 when the body is larger than ``max_body_bytes``, whether announced by
   ``content-length`` or streamed in chunks (it is read, bounded, and replayed);
 - 415 for a body that is not JSON (BentoML would otherwise try multipart or pickle).
@@ -31,6 +32,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_KEY_HEADER = "x-api-key"  # where RANKLAB_SERVING__API_KEY is expected
 OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
+# The playground's static files hold no data (its API calls send the key like any client).
+OPEN_PAGE_PREFIX, PAGE_API_PREFIX = "/playground", "/playground/api/"
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -44,7 +47,7 @@ class RequestGuard:
         self.max_body_bytes = serving.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or _is_open_page(scope):
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
@@ -108,6 +111,15 @@ class ReadinessDetail:
             return
         readiness = await runtime.readiness()
         await _json(send, 200 if readiness.ready else 503, readiness.detail)
+
+
+def _is_open_page(scope: Scope) -> bool:
+    path = scope["path"]
+    return (
+        scope["method"] == "GET"
+        and path.startswith(OPEN_PAGE_PREFIX)
+        and not path.startswith(PAGE_API_PREFIX)
+    )
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -4,7 +4,8 @@ Run it with ``make serve`` (or ``python -m serving``): 127.0.0.1:3000 by default
 
 - ``POST /rank``: the ranking contract of ``serving/schemas.py``;
 - ``GET /livez``, ``GET /readyz`` (JSON detail), ``GET /metrics`` (Prometheus);
-- ``GET /docs.json``: the OpenAPI schema (the property-based tests fuzz it).
+- ``GET /docs.json``: the OpenAPI schema (the property-based tests fuzz it);
+- ``GET /playground/``: a page to try the ranker in a browser (``serving/playground.py``).
 
 The class is a thin shell: ``serving/runtime.py`` holds the work. This module is imported by
 the BentoML arbiter process as well as by each worker, so it imports only what the class
@@ -86,5 +87,9 @@ class RankingService:
         return await self.runtime.rank(user_id, context, candidates, k)
 
 
+if get_settings().serving.playground:
+    from serving.playground import PLAYGROUND_PATH, build_app
+
+    RankingService.mount_asgi_app(build_app(), path=PLAYGROUND_PATH)
 RankingService.add_asgi_middleware(ReadinessDetail)
 RankingService.add_asgi_middleware(RequestGuard)

@@ -11,7 +11,9 @@
 7. more simulated days, served by whatever the service now serves, monitored the same way,
    and one more sensor tick, to show whether the new days still ask for retraining.
 
-Each step prints its wall time. Everything lives in its own state folder (default
+Each step prints its wall time, and each pipeline run a line per asset; Dagster's event
+log and the libraries' output go to ``<state>/logs/drift-demo-<time>.log`` (``verbose``: to
+the terminal as well). Everything lives in its own state folder (default
 ``.state/drift-demo``), deleted at the start: the demo never touches ``make run``'s state.
 """
 
@@ -34,7 +36,7 @@ from features.store import feature_store
 from models.registry import Registry
 from monitoring.alerts import Alert, read_alerts
 from monitoring.monitor import served_dir, service_log_root
-from pipelines.run import dagster_instance
+from pipelines.run import Reporter, dagster_instance, event_log_path, run_output
 from ranklab.settings import Settings
 from serving.launch import server_command, server_env
 from simulation.clients import HttpRanking, online_store_refresh
@@ -154,21 +156,34 @@ def run_drift_demo(
     days_after: int,
     port: int,
     echo=print,
+    verbose: bool = False,
+    held_warnings=(),
 ) -> DemoResult:
     """The loop under ``scenario`` (active from the first served day): ``days_before``
     days served by the first champion, retraining, ``days_after`` more days."""
-    from pipelines.definitions import build_definitions
-
     get_scenario(scenario)  # fail on a wrong name before deleting anything
     if settings.root.exists():
         shutil.rmtree(settings.root)
+    log_path = event_log_path(settings, "drift-demo")
+    echo(f"event log: {log_path}")
+    with run_output(log_path, verbose, held_warnings) as (terminal, log):
+        report = Reporter(terminal, log, verbose, indent="   ")
+        return _run_demo(settings, scenario, days_before, days_after, port, report)
+
+
+def _run_demo(settings, scenario, days_before, days_after, port, report: Reporter) -> DemoResult:
+    from pipelines.definitions import build_definitions
+
+    def echo(text: str) -> None:  # the terminal, not the log the output is redirected to
+        print(text, file=report.terminal, flush=True)
+
     result = DemoResult(scenario)
     step = Steps(result, echo)
     defs = build_definitions(settings)
     tables = publish(settings)  # the world, whose observable part the pipeline reads
     with dagster_instance(settings) as instance:
         with step("lifecycle: data -> features -> models -> gate"):
-            lifecycle = _execute(defs, instance, "lifecycle")
+            lifecycle = _execute(defs, instance, "lifecycle", report)
             champion = _champion(settings, lifecycle)
             echo(f"   champion: v{champion}")
 
@@ -180,7 +195,7 @@ def run_drift_demo(
                 before = _serve(settings, tables, plan, server, after=None)
             result.change_at = before.change_at
             with step(f"monitor {days_before} served days (one partition each)"):
-                windows = _monitor(defs, instance)
+                windows = _monitor(defs, instance, report)
 
             with step("retraining sensor: one tick"):
                 requests = _tick(defs, instance, echo)
@@ -188,7 +203,12 @@ def run_drift_demo(
                 started = time.monotonic()
                 with step(f"retrain run for {requests[-1].run_key}"):
                     run = _execute(
-                        defs, instance, "retrain", requests[-1].run_config, requests[-1].tags
+                        defs,
+                        instance,
+                        "retrain",
+                        report,
+                        requests[-1].run_config,
+                        requests[-1].tags,
                     )
                     result.decision = _decision(run)
                     result.retrained_version = _version(run)
@@ -202,7 +222,7 @@ def run_drift_demo(
             with step(f"serve {days_after} more days over HTTP"):
                 _serve(settings, tables, plan, server, after=before)
             with step(f"monitor the {days_after} new days"):
-                windows |= _monitor(defs, instance)
+                windows |= _monitor(defs, instance, report)
             with step("retraining sensor: one more tick (shown, not executed)"):
                 _tick(defs, instance, echo)
     result.alerts = read_alerts(settings)
@@ -210,21 +230,21 @@ def run_drift_demo(
     return result
 
 
-# The demo prints its own steps; Dagster's console says only what went wrong (the UI and
-# the instance keep every event).
-_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def _execute(defs, instance, job, run_config=None, tags=None, partition_key=None):
-    run = defs.resolve_job_def(job).execute_in_process(
+def _execute(defs, instance, job, report: Reporter, run_config=None, tags=None, partition_key=None):
+    # A line per asset for the pipeline runs; the daily monitoring runs print failures only
+    # (their step says what they did). The log file and the instance keep every event.
+    reporting, loggers = report.job(defs.resolve_job_def(job), asset_lines=partition_key is None)
+    run = reporting.execute_in_process(
         instance=instance,
-        run_config={**(run_config or {}), **_QUIET},
+        run_config={**(run_config or {}), **loggers},
         tags=tags,
         partition_key=partition_key,
         raise_on_error=False,
     )
     if not run.success:
-        raise RuntimeError(f"the {job} run {run.run_id} failed: see `make ui` or the log above")
+        raise RuntimeError(
+            f"the {job} run {run.run_id} failed: see the lines above, `make ui` or the event log"
+        )
     return run
 
 
@@ -252,7 +272,7 @@ def _serve(settings, tables, plan, server: Server, after: Traffic | None) -> Tra
     return traffic
 
 
-def _monitor(defs, instance) -> dict[str, dict[str, object]]:
+def _monitor(defs, instance, report: Reporter) -> dict[str, dict[str, object]]:
     """One tick of ``served_days_sensor``, carried out as the daemon would: the new served
     days become partitions and each one's ``monitoring`` run is executed; each day's
     materialisation metadata."""
@@ -268,7 +288,7 @@ def _monitor(defs, instance) -> dict[str, dict[str, object]]:
     days = [request.partition_key for request in result.run_requests or []]
     return {
         day: _materialization(
-            _execute(defs, instance, "monitoring", partition_key=day), "monitoring_window"
+            _execute(defs, instance, "monitoring", report, partition_key=day), "monitoring_window"
         )
         for day in days
     }

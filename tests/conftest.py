@@ -22,6 +22,13 @@ for _var, _value in {
 # the environment): stored pseudonyms are comparable across processes. Not a secret.
 os.environ.setdefault("RANKLAB_PRIVACY__PSEUDONYM_KEY", "tests-only-pseudonym-key-0123456789abcdef")
 
+# Feast's modules run warnings.simplefilter("once", DeprecationWarning) when first imported,
+# which puts that filter ahead of pyproject's filterwarnings wherever the import happens (a
+# test module's collection): our own deprecation warnings would print once, not fail, and
+# the allow-list would stop applying. Imported here, before any collection, the filters
+# pytest applies around each collected module and each test stay ahead of Feast's.
+import feast  # noqa: E402, F401
+
 from ranklab.settings import DataSettings, Settings  # noqa: E402
 
 

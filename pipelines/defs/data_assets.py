@@ -87,7 +87,12 @@ def validated_events(
     folder (immutable input for features, notebooks and the traffic simulator)."""
     raw_dir = settings.get().raw_dir
     events.write_raw(raw_events.tables, raw_dir)
-    context.add_output_metadata({"path": dg.MetadataValue.path(str(raw_dir))})
+    context.add_output_metadata(
+        {
+            "path": dg.MetadataValue.path(str(raw_dir)),
+            "headline": f"{len(raw_events.tables)} tables published as parquet",
+        }
+    )
     return raw_events.tables
 
 

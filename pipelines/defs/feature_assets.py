@@ -31,7 +31,13 @@ def feature_registry(context: dg.AssetExecutionContext, settings: SettingsResour
     feast_store = store.apply_definitions(settings.get())
     views = sorted(v.name for v in feast_store.list_feature_views())
     services = sorted(s.name for s in feast_store.list_feature_services())
-    context.add_output_metadata({"feature_views": views, "feature_services": services})
+    context.add_output_metadata(
+        {
+            "feature_views": views,
+            "feature_services": services,
+            "headline": f"views {', '.join(views)}; services {', '.join(services)}",
+        }
+    )
 
 
 @dg.asset(group_name="features", deps=[feature_registry], kinds={"feast", "pandas"})
@@ -59,7 +65,9 @@ def online_features(
     """The online store filled with the newest snapshot of every feature view (materialize)."""
     end = aggregates.snapshot_days(validated_events).max().to_pydatetime()
     store.materialize(feature_store.store(), end=end)
-    context.add_output_metadata({"materialized_until": end.isoformat()})
+    context.add_output_metadata(
+        {"materialized_until": end.isoformat(), "headline": f"online until {end.isoformat()}"}
+    )
 
 
 def split_metadata(ts: TrainingSet) -> dict[str, object]:

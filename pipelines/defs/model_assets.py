@@ -3,10 +3,13 @@ training set, choose the candidate by the debiased metric on the valid days, eva
 by side on the test days, log the candidate to MLflow, and let the gate alone decide
 `champion`."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from models import debiasing, experiment, gate, train
 from models.evaluation import ModelEvaluation, decision_gain
+from models.metrics import PRIMARY_METRIC
 from models.model_card import TrainingSummary, log_model_card, write_model_card
 from models.registry import Lineage, LoggedRanker
 from pipelines.defs.resources import ModelRegistryResource, SettingsResource
@@ -54,7 +57,8 @@ def trained_models(
             f"valid.{decision_gain(valid)}.{name}": round(value, 4)
             for name, value in train.validation_scores(models, valid).items()
         }
-        | {"candidate": train.choose_candidate(models, valid)}
+        | {"candidate": (candidate := train.choose_candidate(models, valid))}
+        | {"headline": f"{', '.join(trained)}; candidate {candidate} (best on the valid days)"}
     )
     return models
 
@@ -78,10 +82,14 @@ def model_evaluation(
     write_json(experiment.comparison_record(evaluations), out_dir / "comparison.json")
     write_parquet(experiment.test_scores(ts, trained_models), out_dir / "test_scores.parquet")
     plots = experiment.write_plots(ts, trained_models, evaluations, out_dir)
+    candidate = train.choose_candidate(trained_models, ts.part("valid"))
+    gain = decision_gain(ts.frame)
     context.add_output_metadata(
         {
             "summary": dg.MetadataValue.md(table.to_markdown(index=False)),
             "plots": [str(p) for p in plots],
+            # The progress line: the candidate's primary metric, as the table states it.
+            "headline": f"{candidate} {PRIMARY_METRIC} ({gain}) {evaluations[candidate].primary(gain)}",
         }
     )
     return evaluations
@@ -116,7 +124,14 @@ def candidate_model(
         params=train.describe(ranker),
         artifacts=plots,
     )
-    context.add_output_metadata({"model": name, "version": logged.version, "run_id": logged.run_id})
+    context.add_output_metadata(
+        {
+            "model": name,
+            "version": logged.version,
+            "run_id": logged.run_id,
+            "headline": f"{name} registered as version {logged.version}",
+        }
+    )
     return logged
 
 
@@ -158,8 +173,31 @@ def promotion(
     context.add_output_metadata(
         {
             "decision": decision.decision,
+            "headline": f"v{candidate_model.version} -> {decision.decision}",
+            "brief": gate_brief(
+                decision, cfg.reports_dir / "gate" / f"{decision.model_name}-v{decision.version}.md"
+            ),
             "summary": dg.MetadataValue.md(decision.to_markdown()),
             "model_card": dg.MetadataValue.path(str(card)),
         }
     )
     return decision
+
+
+DETAIL_CHARS = 90  # a check's detail on the terminal; the report has it whole
+
+
+def gate_brief(decision: gate.GateDecision, report: Path) -> str:
+    """The decision in a few terminal lines: one per check, the full report's path last."""
+    config = decision.config
+    lines = [
+        f"gate: {decision.model_name} v{decision.version} -> {decision.decision.upper()}"
+        f"{' (FORCED)' if decision.forced else ''}, vs {decision.reference} on "
+        f"{decision.n_sessions} test sessions ({config.metric} on {config.gain})"
+    ]
+    for check in decision.checks:
+        short = check.passed and len(check.detail) > DETAIL_CHARS  # a failure is shown whole
+        detail = check.detail[: DETAIL_CHARS - 3] + "..." if short else check.detail
+        lines.append(f"  {'pass' if check.passed else 'FAIL'}  {check.name:<21} {detail}")
+    lines.append(f"  report: {report}")
+    return "\n".join(lines)

@@ -45,11 +45,23 @@ def monitoring_reference(
     ranking quality when it ranks the test days); nothing when the gate did not promote."""
     version = str(candidate_model.version)
     if promotion.decision != "champion":
-        context.add_output_metadata({"built": False, "reason": f"v{version} not champion"})
+        context.add_output_metadata(
+            {
+                "built": False,
+                "reason": (why := f"v{version} not champion"),
+                "headline": f"not built: {why}",
+            }
+        )
         return
     if CURVE_METADATA not in debiased_training_data.metadata:
         # The ranking reference replays searches with the estimated examination curve.
-        context.add_output_metadata({"built": False, "reason": "no logged positions"})
+        context.add_output_metadata(
+            {
+                "built": False,
+                "reason": (why := "no logged positions"),
+                "headline": f"not built: {why}",
+            }
+        )
         return
     model = RegisteredScorer(model_registry.registry(), version)
     reference = build_reference(debiased_training_data, model, model_version=version)
@@ -59,6 +71,7 @@ def monitoring_reference(
             "built": True,
             "model_version": version,
             "rows": len(reference.candidates),
+            "headline": f"v{version}: {len(reference.candidates):,} reference rows",
             "path": dg.MetadataValue.path(str(path)),
         }
     )

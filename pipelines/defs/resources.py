@@ -4,6 +4,10 @@ the ``services`` profile points the same code at PostgreSQL and Redis.
 
 Resources only carry configuration and build clients on demand, so loading the
 definitions (``dagster dev``, tests) connects to nothing.
+
+No resource nests another: Dagster 1.13 initialises a nested resource through a deprecated
+API of its own (``InitResourceContext.dagster_run``), one DeprecationWarning per run. The
+Feast and MLflow resources carry only what locates their system (state folder, profile).
 """
 
 from __future__ import annotations
@@ -68,32 +72,43 @@ class SettingsResource(dg.ConfigurableResource):
         )
 
 
-class FeatureStoreResource(dg.ConfigurableResource):
-    """The Feast feature store (local provider: parquet offline, SQLite online, file registry)."""
+class _SystemLocation(dg.ConfigurableResource):
+    """Where an external system lives: the state folder and the profile, nothing else."""
 
-    settings: SettingsResource
+    state_dir: str
+    profile: str = "local"
+
+    @classmethod
+    def from_settings(cls, settings: Settings):
+        return cls(state_dir=str(settings.root), profile=settings.profile)
+
+    def settings(self) -> Settings:
+        return get_settings().model_copy(
+            update={"state_dir": Path(self.state_dir), "profile": self.profile}
+        )
+
+
+class FeatureStoreResource(_SystemLocation):
+    """The Feast feature store (local provider: parquet offline, SQLite online, file registry)."""
 
     def store(self):  # -> feast.FeatureStore; imported lazily, Feast is slow to import
         from features.store import feature_store
 
-        return feature_store(self.settings.get())
+        return feature_store(self.settings())
 
 
-class ModelRegistryResource(dg.ConfigurableResource):
+class ModelRegistryResource(_SystemLocation):
     """The MLflow tracking server and model registry (SQLite under the state folder)."""
-
-    settings: SettingsResource
 
     def registry(self):  # -> models.registry.Registry
         from models.registry import Registry
 
-        return Registry(self.settings.get())
+        return Registry(self.settings())
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    settings_resource = SettingsResource.from_settings(settings)
     return {
-        "settings": settings_resource,
-        "feature_store": FeatureStoreResource(settings=settings_resource),
-        "model_registry": ModelRegistryResource(settings=settings_resource),
+        "settings": SettingsResource.from_settings(settings),
+        "feature_store": FeatureStoreResource.from_settings(settings),
+        "model_registry": ModelRegistryResource.from_settings(settings),
     }

@@ -307,6 +307,9 @@ def test_the_model_card_shows_the_numbers_it_was_given():
     assert "Too few test sessions to judge: device=desktop (n=10), device=mobile (n=5)" in card
     assert "## Gate decision: **challenger**" in card
     assert "`f0`" in card
+    risks = card.split("## Risks and what watches for them", 1)[1]
+    assert "docs/runbooks/drift-alert.md" in risks and "ranklab_rank_fallbacks" in risks
+    assert "No slice large enough to judge" in risks  # both device slices are too small
 
 
 class _CostlyModel:

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from models.pyfunc import (
+    MODEL_CODE,
     RANKER_ARTIFACT,
     RankerModel,
     as_model_input,
@@ -78,8 +79,7 @@ def test_a_matrix_of_the_wrong_width_is_refused_with_the_expected_shape(fitted):
 def test_the_pyfunc_gives_rankers_without_a_session_path_the_same_frame(click_training_set):
     ts = click_training_set(n_sessions=120, seed=4)
     pointwise = PointwiseClassifier(ts.feature_columns).fit(ts.part("train"))
-    model = RankerModel(pointwise.feature_columns)
-    model.ranker_ = pointwise
+    model = RankerModel.around(pointwise)
     session = next(sessions(ts.part("test")))
     expected = model.predict(None, session[model.input_columns])
     got = model.predict_session(session[pointwise.feature_columns].to_numpy(dtype=np.float64))
@@ -94,7 +94,7 @@ def test_the_served_champion_scores_like_the_mlflow_pyfunc(fitted, tmp_path):
     example = as_model_input(test.head(5), [SESSION_ID, *ranker.feature_columns])
     mlflow.pyfunc.save_model(
         path=tmp_path / "model",
-        python_model=RankerModel(ranker.feature_columns),
+        python_model=str(MODEL_CODE),
         artifacts={RANKER_ARTIFACT: str(tmp_path / "ranker.pkl")},
         signature=ranker_signature(ranker, example),
         input_example=example,

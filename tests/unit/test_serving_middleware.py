@@ -52,6 +52,15 @@ def test_with_a_configured_key_requests_need_it_but_probes_do_not(api_key):
         assert call("GET", probe).status_code == 200
 
 
+def test_with_a_key_the_playground_page_is_open_but_its_api_is_not(api_key):
+    for page in ("/playground", "/playground/", "/playground/playground.js"):
+        assert call("GET", page).status_code == 200, page
+    assert call("GET", "/playground/api/options").status_code == 401
+    assert call("POST", "/playground/api/compare", json={}).status_code == 401
+    assert call("POST", "/playground/", json={}).status_code == 401  # only GETs are open
+    assert call("GET", "/playground/api/options", headers={"x-api-key": api_key}).status_code == 200
+
+
 def test_an_announced_oversized_body_is_a_413(monkeypatch):
     monkeypatch.setenv("RANKLAB_SERVING__MAX_BODY_BYTES", "100")
     response = call(
