@@ -42,8 +42,9 @@ def run(
         from simulation.world import publish
 
         publish(settings)
-    ok = run_job(job, verbose=verbose, settings=settings)
-    if ok and world and job == "lifecycle":
+    graded = world and job == "lifecycle"  # the grader prints the table, truth beside it
+    ok = run_job(job, verbose=verbose, settings=settings, evaluation_table=not graded)
+    if ok and graded:
         from simulation.grading import grade_run
 
         typer.echo(grade_run(settings).to_markdown())

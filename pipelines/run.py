@@ -102,6 +102,7 @@ def run_job(
     scale: float | None = None,
     verbose: bool = False,
     settings: Settings | None = None,
+    evaluation_table: bool = True,
 ) -> bool:
     """Run ``job_name``, print its progress and summary; True when it succeeded."""
     settings = settings or get_settings()
@@ -124,5 +125,6 @@ def run_job(
             )
     from pipelines.summary import print_summary
 
-    print_summary(result, settings, seconds=time.perf_counter() - started, log_path=log_path)
+    seconds = time.perf_counter() - started
+    print_summary(result, settings, seconds, log_path=log_path, evaluation_table=evaluation_table)
     return result.success

@@ -38,7 +38,10 @@ def format_summary(
     settings: Settings,
     seconds: float,
     log_path: Path | None = None,
+    evaluation_table: bool = True,
 ) -> str:
+    """The summary; ``evaluation_table=False`` leaves the evaluation table to a caller that
+    prints a fuller one (``ranklab run``'s grader puts the truth beside the same numbers)."""
     meta = _metadata_by_asset(result)
     lines = [
         f"\n== ranklab run: {'succeeded' if result.success else 'FAILED'} in {seconds:.0f} s =="
@@ -60,7 +63,7 @@ def format_summary(
             )
 
     evaluation = meta.get("model_evaluation", {}).get("summary")
-    if evaluation:
+    if evaluation and evaluation_table:
         lines.append(str(evaluation))  # the evaluation's own table, whatever its columns
     promotion = meta.get("promotion", {})
     gate = promotion.get("brief") or promotion.get("summary")  # brief: the terminal's version
@@ -78,5 +81,6 @@ def print_summary(
     settings: Settings,
     seconds: float,
     log_path: Path | None = None,
+    evaluation_table: bool = True,
 ) -> None:
-    print(format_summary(result, settings, seconds, log_path), flush=True)
+    print(format_summary(result, settings, seconds, log_path, evaluation_table), flush=True)

@@ -11,6 +11,7 @@ from models import debiasing, experiment, gate, train
 from models.evaluation import ModelEvaluation, decision_gain
 from models.metrics import PRIMARY_METRIC
 from models.model_card import TrainingSummary, log_model_card, write_model_card
+from models.propensity import POOLED
 from models.registry import Lineage, LoggedRanker
 from pipelines.defs.resources import ModelRegistryResource, SettingsResource
 from ranklab.io import write_json, write_parquet, write_text
@@ -32,8 +33,18 @@ def debiased_training_data(
     out_dir = cfg.reports_dir / "position_bias"
     write_json(curve.to_dict(), out_dir / "curve.json")
     write_text(curve.to_markdown(), out_dir / "curve.md")
+    pooled = curve.curve(POOLED).eta
+    etas = ", ".join(  # the exponent IPW uses: a device with too few sessions uses the pooled
+        f"{c.device} {pooled:.2f} (pooled)" if c.source == "pooled" else f"{c.device} {c.eta:.2f}"
+        for c in curve.devices
+        if c.device != POOLED
+    )
     context.add_output_metadata(
-        {"debiased": True, "curve": dg.MetadataValue.md(curve.to_markdown())}
+        {
+            "debiased": True,
+            "curve": dg.MetadataValue.md(curve.to_markdown()),
+            "headline": f"examination curve p^-eta from the randomised sessions: {etas}",
+        }
     )
     return ts
 
