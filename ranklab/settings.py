@@ -147,6 +147,15 @@ class ServingSettings(_Section):
         description="Refuse a model version without the sha256 the gate records "
         "(artifact.sha256). A version whose bytes differ from it is refused regardless.",
     )
+    randomized_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of requests whose top items are shown in a random order, so the "
+        "system can measure position bias from its own logs (serving/randomization.py). Off by "
+        "default; the drift demo runs it at 0.1.",
+    )
+    randomized_top_k: int = Field(10, ge=2, description="Top positions that intervention shuffles.")
 
 
 class PrivacySettings(_Section):
@@ -170,15 +179,6 @@ class PrivacySettings(_Section):
     retention_cron: str = Field(
         "15 3 * * *", description="When the retention schedule runs (cron, UTC)."
     )
-    randomized_share: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Share of requests whose top items are shown in a random order, so the "
-        "system can measure position bias from its own logs (serving/randomization.py). Off by "
-        "default; the drift demo runs it at 0.1.",
-    )
-    randomized_top_k: int = Field(10, ge=2, description="Top positions that intervention shuffles.")
 
 
 class PositionBiasSettings(_Section):
