@@ -33,12 +33,25 @@ from pathlib import Path
 from ranklab.settings import REPO_ROOT
 
 TEMPLATE_NAME = "ranklab"
+CLI_MODULE = "cli/main.py"  # the command line, whose commands a left-out stage takes along
 KEEP_VERBATIM = frozenset({"LICENSE"})  # the copyright notice must stay as it is
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 # Folder names the project already uses at the top level: a package of the same name would
 # shadow one of them.
 TOP_LEVEL_FOLDERS = frozenset(
-    {"features", "models", "serving", "monitoring", "pipelines", "tests", "benchmarks", "docs"}
+    {
+        "features",
+        "models",
+        "serving",
+        "monitoring",
+        "pipelines",
+        "simulation",
+        "cli",
+        "tests",
+        "benchmarks",
+        "docs",
+        "ops",
+    }
 )
 
 
@@ -74,6 +87,7 @@ STAGES: dict[str, Stage] = {
             package="monitoring.abtest",
             paths=(
                 "monitoring/abtest/*",
+                "simulation/abtest.py",
                 "benchmarks/abtest.py",
                 "tests/*test_abtest*.py",
                 "tests/*/abtest/*",
@@ -86,7 +100,7 @@ STAGES: dict[str, Stage] = {
             name="benchmarks",
             summary="quality and speed comparisons against peers: LightGBM, mlflow serve",
             package="benchmarks",
-            paths=("benchmarks/*",),
+            paths=("benchmarks/*", "tests/*test_benchmark*.py"),
             make_targets=("bench",),
         ),
     )
@@ -398,7 +412,7 @@ def plan_project(name: str, stages: tuple[Stage, ...], root: Path = REPO_ROOT) -
         if path in KEEP_VERBATIM:
             plan[path] = data
             continue
-        if path == f"{TEMPLATE_NAME}/cli.py" and commands:
+        if path == CLI_MODULE and commands:
             text = drop_cli_commands(text, commands, {s.package for s in stages})
         elif path == "Makefile" and targets:
             text = drop_make_targets(text, targets)

@@ -64,7 +64,7 @@ def test_the_name_replaces_ranklab_everywhere_but_the_origin_note_and_the_licenc
     ]
     pyproject = (project / "pyproject.toml").read_text()
     assert f'name = "{NAME}"' in pyproject
-    assert f'{NAME} = "{NAME}.cli:app"' in pyproject
+    assert f'{NAME} = "cli.main:app"' in pyproject
     assert f'env_prefix="{NAME.upper()}_"' in (project / NAME / "settings.py").read_text()
     assert (project / "README.md").read_text().startswith(f"# {NAME}\n")
     assert f"$(BIN)/{NAME} run" in (project / "Makefile").read_text()
@@ -130,7 +130,8 @@ def test_a_non_empty_target_is_refused(tmp_path):
 
 def test_an_empty_target_folder_is_used(tmp_path):
     create_project(tmp_path / "empty", NAME, git=False)
-    assert (tmp_path / "empty" / NAME / "cli.py").is_file()
+    assert (tmp_path / "empty" / NAME / "settings.py").is_file()  # the contracts package, renamed
+    assert (tmp_path / "empty" / "cli" / "main.py").is_file()
     assert not (tmp_path / "empty" / ".git").exists()
 
 
@@ -193,7 +194,7 @@ def test_leaving_a_stage_out_drops_its_files_commands_and_make_targets(tmp_path,
     for target in STAGES[stage].make_targets:
         assert f"\n{target}:" not in makefile
     help_text = subprocess.run(
-        [sys.executable, "-m", f"{NAME}.cli", "--help"],
+        [sys.executable, "-m", "cli.main", "--help"],
         cwd=project,
         capture_output=True,
         text=True,

@@ -21,10 +21,10 @@ from ranklab.settings import REPO_ROOT
 from serving.metrics import ServingMetrics
 
 PROMETHEUS = REPO_ROOT / "ops" / "prometheus"
-RULES = PROMETHEUS / "ranklab-serving.rules.yml"
-RULE_TESTS = PROMETHEUS / "ranklab-serving.rules.test.yml"
+RULES = PROMETHEUS / "serving.rules.yml"
+RULE_TESTS = PROMETHEUS / "serving.rules.test.yml"
 CONFIG = PROMETHEUS / "prometheus.yml"
-DASHBOARD = REPO_ROOT / "ops" / "grafana" / "ranklab-serving.json"
+DASHBOARD = REPO_ROOT / "ops" / "grafana" / "serving.json"
 # Prometheus' own series about the scrape, not exported by the service.
 PROMETHEUS_SERIES = {"up"}
 METRIC_NAME = re.compile(r"\b(ranklab[_:][a-zA-Z0-9_:]+|up)\b")
