@@ -115,7 +115,10 @@ def drift_demo(
     scale: float = typer.Option(None, help="Data scale (default: settings, 1.0)."),
     test_days: int = typer.Option(7, min=1, help="Newest days the gate judges on."),
     valid_days: int = typer.Option(
-        3, min=1, help="Days before them for early stopping (the rest of the served days train)."
+        7,
+        min=1,
+        help="Days before them for early stopping and the candidate's choice (the rest of the "
+        "served days train). The lifecycle's default: the debiased metric needs the sessions.",
     ),
     port: int = typer.Option(3002, help="Port on 127.0.0.1 for the demo's service."),
     verbose: bool = typer.Option(

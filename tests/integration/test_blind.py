@@ -48,10 +48,10 @@ def test_the_loop_runs_blind_and_retrains_through_the_gate(tmp_path):
     settings = Settings(
         state_dir=tmp_path / "state",
         simulation_dir=world,
-        split=SplitSettings(valid_days=3, test_days=7),  # as `ranklab drift-demo` sets them
+        split=SplitSettings(valid_days=7, test_days=7),  # as `ranklab drift-demo` sets them
     )
     result = run_drift_demo(
-        settings, "silent_degradation", days_before=6, days_after=2, port=_free_port(), echo=print
+        settings, "silent_degradation", days_before=7, days_after=2, port=_free_port(), echo=print
     )
 
     # The loop ran: the degradation was caught, a retraining run was judged by the gate.
@@ -60,7 +60,7 @@ def test_the_loop_runs_blind_and_retrains_through_the_gate(tmp_path):
     registry = Registry(settings)
     assert registry.champion_version() is not None
     served = result.windows
-    assert served is not None and len(served) == 6 + 2
+    assert served is not None and len(served) == 7 + 2
 
     # Nothing the system could see held the truth; the world kept it, outside.
     state = settings.root
