@@ -117,7 +117,7 @@ def test_the_code_free_form_scores_bit_for_bit_like_the_pickled_ranker_and_unpic
     example = as_model_input(test.head(5), [SESSION_ID, *ranker.feature_columns])
     mlflow.pyfunc.save_model(
         path=tmp_path / "model",
-        python_model=RankerModel(ranker.feature_columns),
+        python_model=str(MODEL_CODE),  # models from code, as log_ranker stores it
         artifacts={
             RANKER_ARTIFACT: str(tmp_path / "ranker.pkl"),
             **export_safe_ranker(ranker, tmp_path),
@@ -148,7 +148,7 @@ def test_a_model_without_the_code_free_form_is_recognised(tmp_path, click_traini
         pickle.dump(pointwise, file)
     mlflow.pyfunc.save_model(
         path=tmp_path / "model",
-        python_model=RankerModel(pointwise.feature_columns),
+        python_model=str(MODEL_CODE),
         artifacts={RANKER_ARTIFACT: str(tmp_path / "ranker.pkl")},
     )
     assert load_safe_ranker(tmp_path / "model") is None
