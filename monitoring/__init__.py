@@ -1,1 +1,1 @@
-"""Monitoring: traffic simulation, drift reports, A/B readout."""
+"""Monitoring, from the logs alone: drift and quality reports, the reference, alerts, the A/B readout."""

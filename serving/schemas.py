@@ -5,7 +5,7 @@ user id, ``1.0`` is not an item id, NaN is not a number), no unknown fields, 1..
 candidates. BentoML turns a failed validation into a 400 whose ``detail`` lists each error
 with its ``loc`` (the field's path), so the caller sees which field is wrong.
 
-The context values are the marketplace's vocabulary (``simulation/click_model.py``); a value
+The context values are the data contract's vocabulary (``ranklab/schema.py``); a value
 outside it is rejected rather than silently scored as something else.
 """
 

@@ -2,9 +2,8 @@
 
 The readout never reads the simulator's truth. It reads what production has: the
 prediction log (which arm answered each request, how, how fast) and the click events
-joined by request id. In a simulation the clicks come from the traffic ledger
-(``simulation.traffic.Traffic.clicks``); in production they would come from the click
-stream. Both carry ``request_id``.
+joined by request id. The clicks come from the served traffic the front end logged
+(``features.events.ServedTraffic.clicks``), in a simulation as in production. Both carry ``request_id``.
 
 Columns of an exposure frame (``EXPOSURE_COLUMNS``):
 
