@@ -1,14 +1,9 @@
 """Every notebook under notebooks/ runs, top to bottom, on the state `make run` leaves.
 
-One session fixture runs the real lifecycle (`ranklab run`, the default data) into a
-temporary state folder; each notebook is then executed by a real Jupyter kernel (nbclient)
+One session fixture (`lifecycle_fixtures.py`, shared with `test_run_output.py`) runs the
+real lifecycle (`ranklab run`, the default data) into a temporary state folder; each notebook is then executed by a real Jupyter kernel (nbclient)
 with ``RANKLAB_STATE_DIR`` pointing there, exactly as a person would open it after
 `make run`. A notebook that raises fails its test, so none rots.
-
-The default data, not a tenth of it: the tour needs a champion, and the gate judges on the
-debiased metric, whose interval at a tenth of the data (55 test sessions with a click) holds
-0 even for the better ranker (`beats_baseline` refused it: +0.013 [-0.043, 0.065]), so that
-state has no champion for notebooks 03-07 to read.
 
 Each notebook's time is printed (``-s`` shows it) and compared with the one-minute target
 of the guided tour as a report, not an assertion: the machine is shared and slow runs are
@@ -17,15 +12,12 @@ not bugs.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import nbformat
 import pytest
+from lifecycle_fixtures import LifecycleRun
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -40,21 +32,13 @@ CELL_TIMEOUT_SECONDS = 300
 
 
 @pytest.fixture(scope="session")
-def lifecycle_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def lifecycle_state(default_lifecycle: LifecycleRun) -> dict[str, str]:
     """The environment of a state folder that `ranklab run` filled (the default data)."""
-    state = tmp_path_factory.mktemp("notebooks") / "state"
-    env = {"RANKLAB_STATE_DIR": str(state), "DAGSTER_HOME": str(state / "dagster")}
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("ranklab")), "run"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    gate = sorted((state / "reports" / "gate").glob("*.md"))
+    run = default_lifecycle
+    assert run.returncode == 0, run.output[-6000:]
+    gate = sorted((run.state / "reports" / "gate").glob("*.md"))
     assert "CHAMPION" in gate[0].read_text().splitlines()[0], gate[0].read_text()[:2000]
-    return env
+    return run.env
 
 
 def test_there_are_notebooks_to_run():

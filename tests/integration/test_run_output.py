@@ -1,13 +1,13 @@
 """What `ranklab run` prints on a fresh state: a line per asset and the summary, no Dagster
-event log and no warnings on the terminal; the event log in the file the run names."""
+event log and no warnings on the terminal; the event log in the file the run names.
 
-import os
+The run is the session's shared one (`lifecycle_fixtures.py`, the notebooks read its state)."""
+
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from lifecycle_fixtures import LifecycleRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,18 +27,9 @@ ASSETS = (
 MAX_LINES = 45  # the issue's "at most about 40": the summary grows with the gate's checks
 
 
-def test_ranklab_run_prints_progress_and_summary_only(tmp_path):
-    env = {
-        **os.environ,
-        "RANKLAB_STATE_DIR": str(tmp_path / "state"),
-        "RANKLAB_DATA__SCALE": "0.2",
-        "DAGSTER_HOME": str(tmp_path / "state" / "dagster"),
-    }
-    ranklab = Path(sys.executable).with_name("ranklab")
-    run = subprocess.run(
-        [str(ranklab), "run"], env=env, capture_output=True, text=True, timeout=540
-    )
-    out = run.stdout + run.stderr
+def test_ranklab_run_prints_progress_and_summary_only(default_lifecycle: LifecycleRun):
+    run = default_lifecycle
+    out = run.output
     assert run.returncode == 0, out
     lines = out.splitlines()
     print(out)  # the output, for whoever reads the test log
@@ -48,5 +39,5 @@ def test_ranklab_run_prints_progress_and_summary_only(tmp_path):
         assert any(line.strip().startswith(asset) for line in lines), (asset, out)
     assert "23/23 checks passed" in out and "== ranklab run: succeeded" in out
     log = Path(re.search(r"event log: (\S+\.log)", out).group(1))
-    assert log.is_relative_to(tmp_path / "state" / "logs")
+    assert log.is_relative_to(run.state / "logs")
     assert "STEP_SUCCESS" in log.read_text()  # Dagster's events: in the file, not on screen
